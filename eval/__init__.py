@@ -1,0 +1,1 @@
+"""Eval stage: held-out loss and task metrics for the base model and base + adapter, side by side."""

@@ -1,0 +1,274 @@
+"""Load a recipe: YAML files (with `base:` inheritance) plus command-line overrides, validated by the schema.
+
+Every error names the file (and line) that set the offending key, the key path, and a fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tailor.errors import TailorError
+from tailor.schema import Recipe
+
+CLI = "command line"
+
+# Names users bring from transformers, peft, axolotl or LLaMA-Factory, mapped to tailor's key.
+ALIASES = {
+    "learning_rate": "lr", "lr_scheduler_type": "lr_scheduler", "num_train_epochs": "epochs",
+    "num_epochs": "epochs", "per_device_train_batch_size": "batch_size", "micro_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum", "max_seq_length": "max_length", "sequence_len": "max_length",
+    "cutoff_len": "max_length", "warmup_steps": "warmup_ratio", "rank": "r", "lora_r": "r", "lora_rank": "r",
+    "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target": "target_modules",
+    "model_name_or_path": "name_or_path", "model_name": "name_or_path", "base_model": "name_or_path",
+    "torch_dtype": "dtype", "datasets": "sources", "val_set_size": "heldout_fraction",
+}
+
+
+@dataclass
+class _Layer:
+    """Raw recipe values plus where each key path was set (file:line or the command line)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    origin: dict[tuple, str] = field(default_factory=dict)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read `path` (following `base:` chains), apply `key.path=value` overrides, validate, resolve paths."""
+    layer = _read_with_bases(Path(path), chain=())
+    for item in overrides:
+        _apply_override(layer, item)
+    try:
+        return Recipe.model_validate(layer.values)
+    except ValidationError as err:
+        raise TailorError(_explain(err, layer, Path(path))) from None
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """Stable hash of the resolved recipe (sha256 of its canonical JSON)."""
+    return _hash_json(recipe.model_dump(mode="json"))
+
+
+def section_hash(recipe: Recipe, *sections: str) -> str:
+    """Stable hash of some sections of the resolved recipe, e.g. ("model", "data") for the data stage."""
+    dumped = recipe.model_dump(mode="json")
+    return _hash_json({name: dumped[name] for name in sections})
+
+
+def _hash_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> _Layer:
+    path = path.resolve() if path.is_absolute() else (Path.cwd() / path).resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise TailorError(f"{path}: `base:` chain loops back on itself: {cycle}. Remove one of the `base:` keys.")
+    if not path.is_file():
+        where = f" (named by `base:` in {chain[-1]})" if chain else ""
+        raise TailorError(f"{path}: recipe file not found{where}.")
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        raw = yaml.safe_load(text)
+        lines = _key_lines(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise TailorError(f"{path}{line}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise TailorError(f"{path}: a recipe must be a mapping of sections (model:, data:, ...), "
+                          f"got {type(raw).__name__}.")
+    _resolve_paths(raw, path.parent)
+    base = raw.pop("base", None)
+    layer = _Layer()
+    if base is not None:
+        if not isinstance(base, str):
+            raise TailorError(f"{path}:{lines.get(('base',), '?')}: base: must be a path to another recipe file.")
+        layer = _read_with_bases(path.parent / base, chain=(*chain, path))
+    _merge(layer, raw, (), lambda key: f"{path}:{lines[key]}" if key in lines else str(path))
+    return layer
+
+
+def _resolve_paths(raw: dict, folder: Path) -> None:
+    """Make file paths in a recipe relative to that recipe's folder, so `base:` recipes work from anywhere."""
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("sources"), list):
+        for source in data["sources"]:
+            if isinstance(source, dict) and isinstance(source.get("path"), str):
+                source["path"] = _relative(folder / source["path"])
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name_or_path"), str):
+        name = model["name_or_path"]
+        if name.startswith(("./", "../", "/", "~")):
+            model["name_or_path"] = _relative(folder / Path(name).expanduser())
+
+
+def _relative(path: Path) -> str:
+    """The path relative to the working directory when inside it, else absolute (as a string)."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line number."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, prefix: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                path = (*prefix, key.value)
+                lines[path] = key.start_mark.line + 1
+                walk(value, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[(*prefix, index)] = item.start_mark.line + 1
+                walk(item, (*prefix, index))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _merge(layer: _Layer, raw: dict, prefix: tuple, where) -> None:
+    """Deep-merge `raw` into the layer: mappings merge key by key, anything else replaces."""
+    target = layer.values
+    for part in prefix:
+        target = target[part]
+    for key, value in raw.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(layer, value, path, where)
+            continue
+        target[key] = value
+        for old in [p for p in layer.origin if p[: len(path)] == path]:
+            del layer.origin[old]
+        _record_origins(layer, value, path, where)
+
+
+def _record_origins(layer: _Layer, value: Any, path: tuple, where) -> None:
+    layer.origin[path] = where(path)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _record_origins(layer, item, (*path, key), where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _record_origins(layer, item, (*path, index), where)
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def _apply_override(layer: _Layer, item: str) -> None:
+    """Apply one `a.b.c=value` override; the value is parsed as YAML (numbers, booleans, lists)."""
+    if "=" not in item:
+        raise TailorError(f"{CLI}: override {item!r} must look like key.path=value, e.g. training.lr=1e-4")
+    dotted, text = item.split("=", 1)
+    keys: list[Any] = [int(k) if k.isdigit() else k for k in dotted.strip().split(".")]
+    if not all(str(k) for k in keys):
+        raise TailorError(f"{CLI}: override {item!r} has an empty key path.")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    if keys[-1:] == ["path"] and keys[:2] == ["data", "sources"] and isinstance(value, str):
+        value = _relative(Path(value))
+    target = layer.values
+    for depth, key in enumerate(keys[:-1]):
+        if isinstance(target, list):
+            if not isinstance(key, int) or key >= len(target):
+                raise TailorError(f"{CLI}: override {item!r}: {_dotted(keys[:depth + 1])} is not an existing "
+                                  f"list item (the list has {len(target)} items).")
+            target = target[key]
+            continue
+        if not isinstance(target.get(key), (dict, list)):
+            target[key] = {}
+        target = target[key]
+    last = keys[-1]
+    if isinstance(target, list):
+        if not isinstance(last, int) or last >= len(target):
+            raise TailorError(f"{CLI}: override {item!r}: index {last} is outside the list.")
+    target[last] = value
+    path = tuple(keys)
+    for old in [p for p in layer.origin if p[: len(path)] == path]:
+        del layer.origin[old]
+    _record_origins(layer, value, path, lambda _key: CLI)
+
+
+# ---------------------------------------------------------------- error messages
+
+
+def _dotted(loc: tuple | list) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(err: ValidationError, layer: _Layer, top: Path) -> str:
+    messages = []
+    for item in err.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        where = _origin_of(loc, layer) or str(top)
+        key = _dotted(loc) or "(recipe)"
+        if item["type"] == "extra_forbidden":
+            valid = _valid_keys(loc[:-1])
+            alias = ALIASES.get(str(loc[-1]))
+            guess = [alias] if alias in valid else difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+            hint = f" Did you mean '{_dotted((*loc[:-1], guess[0]))}'?" if guess else ""
+            messages.append(f"{where}: {key}: unknown key.{hint} Valid keys here: {', '.join(valid)}.")
+        elif item["type"] == "missing":
+            messages.append(f"{where}: {key}: required key is missing. Add it to the recipe.")
+        else:
+            got = item.get("input")
+            shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+            messages.append(f"{where}: {key}: {item['msg']} (got {shown}).")
+    header = f"Recipe {top} is not valid ({len(messages)} problem{'s' if len(messages) > 1 else ''}):"
+    return "\n".join([header, *("  - " + m for m in messages)])
+
+
+def _origin_of(loc: tuple, layer: _Layer) -> str | None:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in layer.origin:
+            return layer.origin[loc[:end]]
+    return None
+
+
+def _valid_keys(loc: tuple) -> list[str]:
+    """The field names allowed at a location of the recipe."""
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return []
+        model = _model_in(model.model_fields[part].annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside an annotation like `X`, `list[X]` or `X | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None if get_origin(annotation) is None else None
