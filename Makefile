@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::FutureWarning
 
 .DEFAULT_GOAL := help
-.PHONY: help setup check data train eval all demo test test-slow tiny-models leet sync clean
+.PHONY: help setup check data audit train eval all demo test test-slow tiny-models leet sync clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ check: $(STAMP) ## validate RECIPE (and ARGS overrides) without running anything
 
 data: $(STAMP) ## prepare train/held-out data for RECIPE into runs/<name>/data
 	$(PY) -m data_prep $(RECIPE) $(ARGS)
+
+audit: $(STAMP) ## prepare (cached) and show the loss-mask audit with highlighted samples
+	$(PY) -m data_prep $(RECIPE) $(ARGS) --audit
 
 train: $(STAMP) ## fine-tune the adapter (accelerate launch, GPUS=N processes)
 	$(PY) -m train $(RECIPE) $(ARGS) --gpus $(GPUS)

@@ -6,6 +6,7 @@ A row that cannot be read is yielded as a `BadRow` (never raised, never dropped)
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -105,3 +106,61 @@ def _read_parquet(path: Path) -> Iterator[RawRow | BadRow]:
         for value in batch.to_pylist():
             number += 1
             yield RawRow(f"{path}:row {number}", number, value)
+
+
+def read_source(source: Any) -> Iterator[RawRow | BadRow]:
+    """Rows of a recipe data source: a file, a `save_to_disk` folder, or a hub dataset."""
+    if source.hub is not None:
+        yield from _read_datasets(_load_hub(source.hub, source.split), f"hub:{source.hub}")
+        return
+    path = Path(source.path)
+    if source.file_type == "hf_disk" or (source.file_type == "auto" and path.is_dir()):
+        yield from _read_datasets(_load_disk(path, source.split), str(path))
+        return
+    yield from read_rows(path, source.file_type)
+
+
+def source_fingerprint(source: Any) -> str:
+    """sha256 of a source's content (a folder: of all its files); a hub source: its id and split."""
+    if source.hub is not None:
+        return hashlib.sha256(f"hub:{source.hub}:{source.split}".encode()).hexdigest()
+    path = Path(source.path)
+    if not path.exists():
+        raise TailorError(f"{path}: data source does not exist.")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    hasher = hashlib.sha256()
+    for file in files:
+        hasher.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+    return hasher.hexdigest()
+
+
+def _load_disk(path: Path, split: str) -> Any:
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        loaded = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as err:
+        raise TailorError(f"{path}: not a dataset folder saved with save_to_disk ({err}).") from None
+    if isinstance(loaded, DatasetDict):
+        if split not in loaded:
+            raise TailorError(f"{path}: no split {split!r} (has {', '.join(loaded)}); set split: in the source.")
+        return loaded[split]
+    return loaded
+
+
+def _load_hub(name: str, split: str) -> Any:
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(name, split=split, streaming=True)
+    except Exception as err:  # network, auth and missing-dataset errors come in many types
+        raise TailorError(f"hub dataset {name!r} (split {split!r}) cannot be loaded: {err}. Offline? Save it "
+                          "with save_to_disk on a connected machine and point path: at the folder.") from None
+
+
+def _read_datasets(dataset: Any, name: str) -> Iterator[RawRow]:
+    for number, value in enumerate(dataset, start=1):
+        yield RawRow(f"{name}:row {number}", number, dict(value))

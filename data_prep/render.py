@@ -1,75 +1,157 @@
 """Render conversations with the model's own chat template and mark which tokens carry the loss.
 
-The mask is computed from the rendered text, not from token guesses: for each assistant turn, the span between
-the rendering of the conversation before it (with the generation prompt) and the rendering that includes it is
-the text the model must learn to produce, end-of-turn marker included. Tokens whose characters start inside such
-a span are trained. If the template renders an earlier part of the conversation differently once later turns are
-added (so training would not match inference), the row is refused.
+The mask is computed from the rendered text, not from token guesses. For each message, the span between the
+rendering of the conversation before it and the rendering that includes it is that message's text; for a trained
+assistant turn, "before" includes the generation prompt, so the span is exactly what the model must produce at
+inference, end-of-turn marker included. Tokens whose characters start inside a trained span carry the loss.
+
+Templates that rewrite history (Qwen3 drops earlier think blocks, DeepSeek-R1 drops earlier reasoning) render an
+earlier assistant turn differently once later turns follow. Such a turn is left untrained (counted), because its
+training text would not match what the model sees at inference. The final assistant turn must render exactly as
+at inference (prompt + answer is a prefix of the training text), or the row is refused as a template mismatch.
+An empty think block at the start of a trained turn (`<think>\n\n</think>\n\n`) is never trained.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from data_prep.formats import RowError
+from data_prep.formats import TEXT_ROLE, RowError, is_text_row
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+EMPTY_THINK = re.compile(r"<think>\s*</think>\s*")
+TEMPLATE_ROLE = "template"
+
+
+class TemplateMismatch(RowError):
+    """The training render of the final turn differs from the inference render: a template problem, not a row one."""
+
 
 @dataclass(frozen=True)
 class Rendered:
-    """A tokenized training example."""
+    """A tokenized training example with its loss mask and audit counts."""
 
     input_ids: list[int]
     assistant_masks: list[int]
     truncated: bool
+    trained_turns: int
+    untrainable_history: int = 0
+    role_tokens: dict[str, int] = field(default_factory=dict)
+    role_trained: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_trained(self) -> int:
         return sum(self.assistant_masks)
 
 
-def render_text(tokenizer: "PreTrainedTokenizerBase", messages: list[dict[str, str]],
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    role: str
+    trained: bool
+
+
+@dataclass
+class Renderer:
+    """Renders with one tokenizer, template and set of trained roles."""
+
+    tokenizer: "PreTrainedTokenizerBase"
+    roles_to_train: tuple[str, ...] = ("assistant",)
+    template: str | None = None
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def text(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> str:
+        """The chat template's text for a conversation, exactly as at inference."""
+        if not messages:
+            return ""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, chat_template=self.template,
+                                                  add_generation_prompt=add_generation_prompt,
+                                                  **self.template_kwargs)
+
+    def prompt(self, messages: list[dict[str, Any]]) -> str:
+        """What the model sees at inference before the final answer ("" for plain-text rows)."""
+        if is_text_row(messages):
+            return ""
+        return self.text(messages[:-1], add_generation_prompt=True)
+
+    def spans(self, messages: list[dict[str, Any]]) -> tuple[str, list[Span], int]:
+        """Full training text, the span of each message that renders consistently, and how many turns that should
+        have been trained could not be (history rewritten by the template)."""
+        full = self.text(messages)
+        spans, untrainable = [], 0
+        last = len(messages) - 1
+        for index, message in enumerate(messages):
+            trained = message["role"] in self.roles_to_train and message.get("train", True)
+            before = self.text(messages[:index], add_generation_prompt=message["role"] == "assistant")
+            through = self.text(messages[: index + 1])
+            consistent = through.startswith(before) and full.startswith(through)
+            if not consistent:
+                if index == last:
+                    raise TemplateMismatch("chat template renders the final answer differently for training than "
+                                           "at inference (prompt + answer is not a prefix of the training text)")
+                untrainable += int(trained)
+                continue
+            start = len(before)
+            if trained:
+                empty_think = EMPTY_THINK.match(full, start)
+                if empty_think and empty_think.start() == start:
+                    start = empty_think.end()
+            spans.append(Span(start, len(through), message["role"], trained))
+        return full, spans, untrainable
+
+    def render(self, messages: list[dict[str, Any]], max_length: int) -> Rendered:
+        """Tokenize a conversation and build its loss mask, truncated to `max_length` tokens."""
+        if is_text_row(messages):
+            return self._render_text(messages[0]["content"], max_length)
+        full, spans, untrainable = self.spans(messages)
+        encoded = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        ids: list[int] = encoded["input_ids"]
+        mask, roles = [], []
+        for start, end in encoded["offset_mapping"]:
+            span = next((s for s in spans if s.start <= start < s.end), None)
+            roles.append(span.role if span else TEMPLATE_ROLE)
+            mask.append(int(bool(span and span.trained and end > start)))
+        truncated = len(ids) > max_length
+        ids, mask, roles = ids[:max_length], mask[:max_length], roles[:max_length]
+        if not any(mask):
+            reason = "no trainable token within training.max_length" if truncated else "no trainable token"
+            raise RowError(reason)
+        trained_turns = sum(1 for s in spans if s.trained and s.start < len(full) and _token_index(encoded, s.start)
+                            < max_length)
+        return Rendered(ids, mask, truncated, trained_turns, untrainable, *_role_counts(roles, mask))
+
+    def _render_text(self, text: str, max_length: int) -> Rendered:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.tokenizer.eos_token_id is not None:
+            ids = ids + [self.tokenizer.eos_token_id]
+        truncated = len(ids) > max_length
+        ids = ids[:max_length]
+        return Rendered(ids, [1] * len(ids), truncated, 0, 0, {TEXT_ROLE: len(ids)}, {TEXT_ROLE: len(ids)})
+
+
+def _token_index(encoded: Any, char: int) -> int:
+    index = encoded.char_to_token(char)
+    return index if index is not None else 0
+
+
+def _role_counts(roles: list[str], mask: list[int]) -> tuple[dict[str, int], dict[str, int]]:
+    tokens, trained = Counter(roles), Counter(r for r, m in zip(roles, mask) if m)
+    return dict(tokens), dict(trained)
+
+
+def render_text(tokenizer: "PreTrainedTokenizerBase", messages: list[dict[str, Any]],
                 add_generation_prompt: bool = False) -> str:
-    """The chat template's text for a conversation, exactly as at inference."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    """The tokenizer's own chat template applied to a conversation (no recipe settings)."""
+    return Renderer(tokenizer).text(messages, add_generation_prompt)
 
 
-def prompt_text(tokenizer: "PreTrainedTokenizerBase", messages: list[dict[str, str]]) -> str:
-    """What the model sees at inference for the final answer: all but the last message, plus the generation prompt."""
-    return render_text(tokenizer, messages[:-1], add_generation_prompt=True)
-
-
-def assistant_spans(tokenizer: "PreTrainedTokenizerBase", messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The full rendered text and the character spans of every assistant turn in it."""
-    full = render_text(tokenizer, messages)
-    spans = []
-    for index, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = render_text(tokenizer, messages[:index], add_generation_prompt=True)
-        through = render_text(tokenizer, messages[: index + 1])
-        if not (through.startswith(before) and full.startswith(through)):
-            raise RowError(f"chat template renders turn {index} differently once later turns are added, so the "
-                           "training text would not match inference")
-        spans.append((len(before), len(through)))
-    return full, spans
-
-
-def render_example(tokenizer: "PreTrainedTokenizerBase", messages: list[dict[str, str]],
+def render_example(tokenizer: "PreTrainedTokenizerBase", messages: list[dict[str, Any]],
                    max_length: int) -> Rendered:
-    """Tokenize a conversation and build its assistant-only loss mask, truncated to `max_length` tokens."""
-    full, spans = assistant_spans(tokenizer, messages)
-    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = encoded["input_ids"]
-    mask = []
-    for start, end in encoded["offset_mapping"]:
-        mask.append(int(any(lo <= start < hi for lo, hi in spans) and end > start))
-    truncated = len(ids) > max_length
-    ids, mask = ids[:max_length], mask[:max_length]
-    if not any(mask):
-        reason = "no assistant token within training.max_length" if truncated else "no trainable assistant token"
-        raise RowError(reason)
-    return Rendered(ids, mask, truncated)
+    """Render with the tokenizer's own template, training assistant turns only."""
+    return Renderer(tokenizer).render(messages, max_length)

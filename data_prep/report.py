@@ -21,3 +21,24 @@ def print_summary(recipe: Recipe, manifest: dict[str, Any]) -> None:
     if rows["rejected"]:
         print(f"      every rejected row, with file and line: {paths.rejected}")
     print(f"      written to {paths.data_dir}")
+
+
+def print_audit(recipe: Recipe, manifest: dict[str, Any], samples: int = 2, color: bool = True) -> None:
+    """The mask audit from the manifest, then a few training rows with the trained tokens highlighted."""
+    from datasets import load_dataset
+
+    from data_prep.audit import AuditReport, format_report, highlight
+    from tailor.models import load_tokenizer
+
+    audit = manifest["audit"]
+    report = AuditReport(rows=audit["rows"], end_of_turn=audit["end_of_turn"],
+                         end_of_turn_trained=audit["end_of_turn_trained"])
+    report.tokens_by_role.update(audit["tokens_by_role"])
+    report.trained_by_role.update(audit["trained_by_role"])
+    print(format_report(report))
+    tokenizer = load_tokenizer(recipe.model)
+    rows = load_dataset("parquet", data_files=str(run_paths(recipe).train_data), split="train")
+    legend = "bright green = trained" if color else "[[...]] = trained"
+    for row in rows.select(range(min(samples, len(rows)))):
+        print(f"--- sample {row['id']} ({row['source']}), {legend}")
+        print(highlight(row, tokenizer, color=color))

@@ -26,6 +26,7 @@ def run_cli(stage: Callable[[Recipe, argparse.Namespace], None], parser: argpars
             argv: list[str] | None = None) -> None:
     """Parse arguments, load the recipe, run `stage`; a TailorError prints its message and exits 2."""
     args = parser.parse_args(argv)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=os.environ.get("TAILOR_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "wandb"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -42,9 +43,11 @@ def check(recipe: Recipe, args: argparse.Namespace) -> None:
     from tailor.models import check_model_source
 
     for index, source in enumerate(recipe.data.sources):
-        if not Path(source.path).is_file():
+        if source.path is not None and not Path(source.path).exists():
             raise TailorError(f"{args.recipe}: data.sources[{index}].path: file {source.path} does not exist "
                               f"(paths are relative to the recipe file that names them).")
+    if recipe.data.template and not Path(recipe.data.template).is_file():
+        raise TailorError(f"{args.recipe}: data.template: file {recipe.data.template} does not exist.")
     check_model_source(recipe.model)
     print(f"{args.recipe}: OK ({recipe.name}: {recipe.model.name_or_path}, {recipe.peft.method}, "
           f"{len(recipe.data.sources)} data source(s), metrics {', '.join(recipe.eval.metrics)})")

@@ -108,6 +108,8 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
         for source in data["sources"]:
             if isinstance(source, dict) and isinstance(source.get("path"), str):
                 source["path"] = _relative(folder / source["path"])
+    if isinstance(data, dict) and isinstance(data.get("template"), str):
+        data["template"] = _relative(folder / data["template"])
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("name_or_path"), str):
         name = model["name_or_path"]

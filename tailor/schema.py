@@ -6,7 +6,7 @@ Paths inside a recipe are resolved relative to the recipe file that names them (
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,27 +36,88 @@ class FieldMap(Strict):
     """Column names in the source files, for each supported format."""
 
     messages: str = "messages"
+    role: str = Field("role", description="Role key inside each message (ShareGPT: from).")
+    content: str = Field("content", description="Text key inside each message (ShareGPT: value).")
     instruction: str = "instruction"
     input: str = "input"
     output: str = "output"
     prompt: str = "prompt"
     completion: str = "completion"
+    text: str = "text"
     system: str | None = Field(None, description="Optional column holding a per-row system prompt.")
 
 
-class DataSource(Strict):
-    """One input file."""
+Role = Literal["system", "user", "assistant", "tool"]
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "bot": "assistant", "model": "assistant", "tool": "tool", "function": "tool",
+                  "observation": "tool", "function_call": "assistant"}
 
-    path: str = Field(description="JSONL, CSV or Parquet file, relative to the recipe file.")
-    format: Literal["messages", "alpaca", "prompt_completion"] = Field(
-        "messages", description="messages: OpenAI chat rows; alpaca: instruction/input/output; "
-        "prompt_completion: prompt/completion strings.")
-    file_type: Literal["auto", "jsonl", "csv", "parquet"] = "auto"
+
+class DataSource(Strict):
+    """One input: a file (JSONL, CSV, Parquet), a `datasets` folder saved with save_to_disk, or a hub dataset."""
+
+    path: str | None = Field(None, description="File or save_to_disk folder, relative to the recipe file.")
+    hub: str | None = Field(None, description="Hub dataset id (needs network), instead of path.")
+    split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict folder.")
+    format: Literal["messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field(
+        "messages", description="messages: OpenAI chat rows; sharegpt: from/value turns; alpaca: "
+        "instruction/input/output; prompt_completion: prompt/completion; text: plain text (continued pretraining).")
+    file_type: Literal["auto", "jsonl", "csv", "parquet", "hf_disk"] = "auto"
     fields: FieldMap = Field(default_factory=FieldMap)
+    role_map: dict[str, Role] = Field(default_factory=dict, description="Source role names -> tailor roles "
+                                      "(ShareGPT defaults: human->user, gpt->assistant, ...).")
+    max_rows: int | None = Field(None, ge=1, description="Use at most this many rows of this source.")
+    weight: float = Field(1.0, gt=0.0, le=100.0, description="Mixing weight for the training split: 2.0 repeats "
+                          "each training row twice, 0.5 keeps a seeded half.")
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "DataSource":
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of path (a local file or folder) or hub (a hub dataset id)")
+        if self.format == "sharegpt":
+            self.fields = self.fields.model_copy(update={
+                "messages": self.fields.messages if "messages" in self.fields.model_fields_set else "conversations",
+                "role": self.fields.role if "role" in self.fields.model_fields_set else "from",
+                "content": self.fields.content if "content" in self.fields.model_fields_set else "value"})
+        return self
+
+
+PiiType = Literal["EMAIL", "PHONE", "CARD", "IBAN", "IP"]
+
+
+class PiiSettings(Strict):
+    """Redaction of personal data, on by default: values become typed placeholders such as <EMAIL>."""
+
+    enabled: bool = True
+    types: list[PiiType] = Field(default_factory=lambda: ["EMAIL", "PHONE", "CARD", "IBAN", "IP"])
+    patterns: dict[str, str] = Field(default_factory=dict, description="Extra regexes: {EMPLOYEE_ID: 'EMP-\\d{6}'}")
+
+
+class DedupSettings(Strict):
+    exact: bool = Field(True, description="Drop rows whose conversation is identical to an earlier row.")
+    near: bool = Field(True, description="Drop rows whose text is a near-duplicate (MinHash) of an earlier row.")
+    threshold: float = Field(0.9, gt=0.0, le=1.0, description="Estimated Jaccard similarity of word 3-grams.")
+
+
+class ContaminationSettings(Strict):
+    """Removal of held-out rows that overlap a training row (they would flatter the eval)."""
+
+    enabled: bool = True
+    ngram: int = Field(8, ge=1, description="Word n-gram size.")
+    threshold: float = Field(0.5, gt=0.0, le=1.0, description="Share of a held-out row's n-grams found in training.")
+
+
+class CleanSettings(Strict):
+    pii: PiiSettings = Field(default_factory=PiiSettings)
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    min_tokens: int | None = Field(None, ge=1, description="Drop rows shorter than this (rendered tokens).")
+    max_tokens: int | None = Field(None, ge=1, description="Drop rows longer than this instead of truncating.")
+    filters: list[str] = Field(default_factory=list, description="Custom filters 'module.path:function' inside "
+                               "the project; each gets the messages and returns True to keep or a reason to drop.")
 
 
 class DataSettings(Strict):
-    """Where the data comes from and how it is split."""
+    """Where the data comes from, how it is cleaned, split and rendered."""
 
     sources: list[DataSource] = Field(min_length=1)
     system_prompt: str | None = Field(None, description="System message added to rows that have none.")
@@ -65,7 +126,17 @@ class DataSettings(Strict):
     max_train_rows: int | None = Field(None, ge=1, description="Cap on training rows (first by hash order).")
     max_heldout_rows: int | None = Field(None, ge=1, description="Cap on held-out rows (first by hash order).")
     max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0, description="Fail when more than this share of rows "
-                                    "is rejected (bad rows are always kept in rejected.jsonl).")
+                                    "is rejected as bad input (bad rows are always kept in rejected.jsonl).")
+    clean: CleanSettings = Field(default_factory=CleanSettings)
+    contamination: ContaminationSettings = Field(default_factory=ContaminationSettings)
+    template: str | None = Field(None, description="Jinja chat template file (relative to the recipe) to use "
+                                 "instead of the tokenizer's own.")
+    template_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra chat-template variables, "
+                                            "e.g. {enable_thinking: false} for Qwen3.")
+    roles_to_train: list[Role] = Field(default_factory=lambda: ["assistant"], min_length=1,
+                                       description="Roles whose turns carry the loss; a message with "
+                                       "train: false is never trained.")
+    num_proc: int = Field(1, ge=1, description="Processes for rendering and tokenizing.")
 
 
 class PeftSettings(Strict):
@@ -95,6 +166,8 @@ class TrainingSettings(Strict):
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
+    mixed_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="bf16 autocast; auto = on when the weights are bfloat16 (GPUs), off otherwise.")
     optim: str = Field("adamw_torch", description="Any transformers optimizer name, e.g. paged_adamw_8bit.")
     logging_steps: int = Field(5, ge=1)
     seed: int = 42
@@ -125,6 +198,8 @@ class TrackingSettings(Strict):
     entity: str | None = None
     run_name: str | None = Field(None, description="W&B group name; defaults to the recipe name.")
     tags: list[str] = Field(default_factory=list)
+    log_samples: bool = Field(False, description="Log rendered (PII-redacted) sample rows and predictions to W&B. "
+                              "Off: only counts and metrics leave the machine.")
 
 
 class Recipe(Strict):

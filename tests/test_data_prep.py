@@ -103,7 +103,7 @@ def test_assistant_only_mask_on_real_qwen_template(tiny_qwen25: Path) -> None:
     first = rendered.assistant_masks.index(1)
     truncated = render_example(tokenizer, messages, max_length=first + 2)
     assert len(truncated.input_ids) == first + 2 and truncated.truncated and truncated.num_trained == 2
-    with pytest.raises(RowError, match="no assistant token within"):
+    with pytest.raises(RowError, match="no trainable token within"):
         render_example(tokenizer, messages, max_length=first)
 
 
@@ -154,7 +154,8 @@ def test_second_prepare_is_cached_and_data_change_invalidates(tiny_recipe) -> No
     paths = run_paths(recipe)
     first = prepare(recipe)
     stamp = paths.train_data.stat().st_mtime_ns
-    assert prepare(recipe) == first and paths.train_data.stat().st_mtime_ns == stamp
+    again = prepare(recipe)
+    assert again.pop("cached") is True and again == first and paths.train_data.stat().st_mtime_ns == stamp
     write_jsonl(Path(recipe.data.sources[0].path), chat_rows(21))
     assert prepare(recipe)["rows"]["read"] == 21
     changed = load_recipe(tiny_recipe(rows=21), ["data.system_prompt=Be brief."])

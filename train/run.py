@@ -61,7 +61,7 @@ def build_trainer(recipe: Recipe) -> tuple[Any, Any, dict[str, Any]]:
     report_to = ["wandb"] if recipe.tracking.mode != "disabled" else ["none"]
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(recipe, paths, use_cpu=use_cpu, bf16=model.dtype == torch.bfloat16, report_to=report_to),
+        args=sft_config(recipe, paths, use_cpu=use_cpu, bf16=_use_bf16(recipe, model), report_to=report_to),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(recipe),
@@ -102,6 +102,14 @@ def train(recipe: Recipe) -> dict[str, Any]:
               f"{metrics['tokens_per_second']} tokens/s, adapter saved to {paths.adapter_dir}")
     state.wait_for_everyone()
     return metrics
+
+
+def _use_bf16(recipe: Recipe, model: Any) -> bool:
+    import torch
+
+    if recipe.training.mixed_precision == "auto":
+        return model.dtype == torch.bfloat16
+    return recipe.training.mixed_precision == "bf16"
 
 
 def _trained_tokens(trainer: Any) -> int:

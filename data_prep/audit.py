@@ -1,0 +1,126 @@
+"""Audit of the loss masks before any training: the checks that catch the silent data bugs.
+
+Hard errors (the run stops): a row with no trainable token, an end-of-turn token that is never trained (the model
+would never learn to stop), or a trained assistant turn whose end-of-turn token is not trained. Renders that differ
+between training and inference are refused earlier, in `render.py`, and counted here.
+The report also gives per-role token counts and a sample with the trained tokens highlighted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tailor.errors import TailorError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+GREEN, DIM, RESET = "\033[1;32m", "\033[2m", "\033[0m"
+
+
+@dataclass
+class AuditReport:
+    """What the audit found over a prepared split."""
+
+    rows: int = 0
+    end_of_turn: str = ""
+    tokens_by_role: Counter = field(default_factory=Counter)
+    trained_by_role: Counter = field(default_factory=Counter)
+    end_of_turn_trained: int = 0
+    rows_without_trainable: list[str] = field(default_factory=list)
+    rows_missing_end_of_turn: list[str] = field(default_factory=list)
+    template_mismatches: int = 0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.rows_without_trainable:
+            out.append(f"{len(self.rows_without_trainable)} row(s) have no trainable token, e.g. "
+                       f"{self.rows_without_trainable[:3]}")
+        if self.rows and not self.end_of_turn_trained:
+            out.append(f"the end-of-turn token {self.end_of_turn!r} is never trained: the model would not learn "
+                       "to stop; check the chat template and roles_to_train")
+        if self.rows_missing_end_of_turn:
+            out.append(f"{len(self.rows_missing_end_of_turn)} row(s) train an assistant turn without its "
+                       f"end-of-turn token {self.end_of_turn!r}, e.g. {self.rows_missing_end_of_turn[:3]}")
+        if self.template_mismatches:
+            out.append(f"{self.template_mismatches} row(s) render differently for training than at inference "
+                       "(see rejected.jsonl): fix the chat template (data.template) before training")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "end_of_turn": self.end_of_turn,
+                "tokens_by_role": dict(self.tokens_by_role), "trained_by_role": dict(self.trained_by_role),
+                "end_of_turn_trained": self.end_of_turn_trained, "template_mismatches": self.template_mismatches,
+                "problems": self.problems()}
+
+
+def end_of_turn_token(tokenizer: "PreTrainedTokenizerBase") -> tuple[int, str]:
+    """The special token that closes an assistant turn in this chat template (e.g. <|im_end|>)."""
+    probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "PROBE"}]
+    text = tokenizer.apply_chat_template(probe, tokenize=False)
+    tail = text[text.rindex("PROBE") + len("PROBE"):]
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    for token_id in tokenizer(tail, add_special_tokens=False)["input_ids"]:
+        if token_id in special:
+            return token_id, tokenizer.convert_ids_to_tokens(token_id)
+    if tokenizer.eos_token_id is None:
+        raise TailorError("the chat template closes assistant turns with no special token and the tokenizer has "
+                          "no eos token: the model could never learn to stop.")
+    return tokenizer.eos_token_id, tokenizer.eos_token
+
+
+def audit_rows(rows: list[dict[str, Any]], tokenizer: "PreTrainedTokenizerBase",
+               template_mismatches: int = 0) -> AuditReport:
+    """Check rendered rows (id, input_ids, assistant_masks, role_tokens, role_trained, trained_turns, truncated)."""
+    eot_id, eot = end_of_turn_token(tokenizer)
+    report = AuditReport(rows=len(rows), end_of_turn=eot, template_mismatches=template_mismatches)
+    for row in rows:
+        ids, mask = row["input_ids"], row["assistant_masks"]
+        report.tokens_by_role.update(json.loads(row["role_tokens"]))
+        report.trained_by_role.update(json.loads(row["role_trained"]))
+        trained_eot = sum(1 for t, m in zip(ids, mask) if m and t == eot_id)
+        report.end_of_turn_trained += trained_eot
+        if not any(mask):
+            report.rows_without_trainable.append(row["id"])
+        elif trained_eot < row["trained_turns"] and not row["truncated"]:
+            report.rows_missing_end_of_turn.append(row["id"])
+    return report
+
+
+def check(report: AuditReport) -> None:
+    """Raise a TailorError listing every hard problem the audit found."""
+    problems = report.problems()
+    if problems:
+        raise TailorError("data audit failed:\n  - " + "\n  - ".join(problems))
+
+
+def highlight(row: dict[str, Any], tokenizer: "PreTrainedTokenizerBase", color: bool = True) -> str:
+    """The rendered row with trained tokens highlighted (green, or [[...]] without colour)."""
+    out, run, state = [], [], None
+    for token_id, trained in zip(row["input_ids"], row["assistant_masks"]):
+        if state is not None and trained != state:
+            out.append(_wrap(tokenizer.decode(run), state, color))
+            run = []
+        run.append(token_id)
+        state = trained
+    if run:
+        out.append(_wrap(tokenizer.decode(run), state, color))
+    return "".join(out)
+
+
+def _wrap(text: str, trained: int | None, color: bool) -> str:
+    if color:
+        return f"{GREEN}{text}{RESET}" if trained else f"{DIM}{text}{RESET}"
+    return f"[[{text}]]" if trained else text
+
+
+def format_report(report: AuditReport) -> str:
+    lines = [f"audit: {report.rows} rows, end-of-turn token {report.end_of_turn!r} trained "
+             f"{report.end_of_turn_trained} times"]
+    for role in sorted(report.tokens_by_role):
+        total, trained = report.tokens_by_role[role], report.trained_by_role[role]
+        lines.append(f"       {role:<10} {total:>9} tokens, {trained:>9} trained ({trained / max(total, 1):.0%})")
+    return "\n".join(lines)

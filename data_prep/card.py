@@ -1,0 +1,97 @@
+"""The data card: what went into the prepared data, as JSON (for tools) and Markdown (for people).
+
+It holds counts and statistics only, never a raw row, so it is safe to log to a tracking server.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+HISTOGRAM_BINS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+def length_histogram(lengths: Sequence[int]) -> dict[str, int]:
+    """Row counts by token length, in power-of-two bins ("<=64": n, ...)."""
+    counts: dict[str, int] = {}
+    for length in lengths:
+        label = next((f"<={edge}" for edge in HISTOGRAM_BINS if length <= edge), f">{HISTOGRAM_BINS[-1]}")
+        counts[label] = counts.get(label, 0) + 1
+    order = [f"<={edge}" for edge in HISTOGRAM_BINS] + [f">{HISTOGRAM_BINS[-1]}"]
+    return {label: counts[label] for label in order if label in counts}
+
+
+def padding_fraction_batched(lengths: Sequence[int], batch_size: int, seed: int = 0) -> float:
+    """Share of padding tokens when shuffled rows are batched and padded to the longest row of each batch."""
+    order = list(lengths)
+    random.Random(seed).shuffle(order)
+    padded = real = 0
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        padded += max(batch) * len(batch)
+        real += sum(batch)
+    return 1 - real / padded if padded else 0.0
+
+
+def padding_fraction_packed(lengths: Sequence[int], max_length: int, strategy: str = "bfd") -> tuple[float, int]:
+    """Share of empty space when rows are packed into max_length sequences by trl's packing; and the pack count."""
+    from datasets import Dataset
+    from trl.data_utils import pack_dataset
+
+    if not lengths:
+        return 0.0, 0
+    dataset = Dataset.from_dict({"input_ids": [[0] * min(n, max_length) for n in lengths]})
+    packed = pack_dataset(dataset, max_length, strategy)
+    real = sum(min(n, max_length) for n in lengths)
+    return 1 - real / (len(packed) * max_length), len(packed)
+
+
+def build_card(manifest: dict[str, Any], train_lengths: Sequence[int], batch_size: int, max_length: int,
+               sources: list[dict[str, Any]]) -> dict[str, Any]:
+    packed_fraction, packs = padding_fraction_packed(train_lengths, max_length)
+    return {
+        "sources": sources,
+        "rows": manifest["rows"],
+        "tokens": manifest["tokens"],
+        "pii": manifest.get("pii", {}),
+        "contamination": manifest.get("contamination", {}),
+        "audit": manifest.get("audit", {}),
+        "train_length_histogram": length_histogram(train_lengths),
+        "padding": {"batched_fraction": round(padding_fraction_batched(train_lengths, batch_size), 4),
+                    "batch_size": batch_size,
+                    "packed_fraction": round(packed_fraction, 4), "packed_sequences": packs,
+                    "max_length": max_length, "packing_strategy": "bfd"},
+    }
+
+
+def card_markdown(card: dict[str, Any], name: str) -> str:
+    rows, tokens, padding = card["rows"], card["tokens"], card["padding"]
+    lines = [f"# Data card: {name}", "", "## Sources", "", "| file | format | sha256 | rows read |", "|---|---|---|---|"]
+    for source in card["sources"]:
+        lines.append(f"| {source['path']} | {source['format']} | `{source['sha256'][:12]}` | {source['rows_read']} |")
+    lines += ["", "## Rows", "", f"- read: {rows['read']}", f"- train: {rows['train']}",
+              f"- held-out: {rows['heldout']}", f"- rejected or removed: {rows['rejected']}"]
+    lines += [f"  - {reason}: {count}" for reason, count in sorted(rows["rejected_by_reason"].items())]
+    lines += ["", "## Tokens", "", f"- train tokens: {tokens['train_total']} ({tokens['train_trained']} trained)",
+              f"- held-out tokens: {tokens['heldout_total']}", f"- truncated train rows: {tokens['train_truncated_rows']}",
+              "", "| train row length (tokens) | rows |", "|---|---|"]
+    lines += [f"| {label} | {count} |" for label, count in card["train_length_histogram"].items()]
+    lines += ["", "## Padding", "",
+              f"- padded batches of {padding['batch_size']}: {padding['batched_fraction']:.1%} padding",
+              f"- packed ({padding['packing_strategy']}, {padding['max_length']} tokens): "
+              f"{padding['packed_fraction']:.1%} empty in {padding['packed_sequences']} sequences"]
+    if card["pii"]:
+        lines += ["", "## PII redacted", "", "| type | values |", "|---|---|"]
+        lines += [f"| {kind} | {count} |" for kind, count in sorted(card["pii"].items())]
+    if card["contamination"]:
+        c = card["contamination"]
+        lines += ["", "## Held-out contamination", "",
+                  f"- {c['removed']} held-out row(s) removed: word {c['ngram']}-gram overlap with a training row "
+                  f">= {c['threshold']}"]
+    if card["audit"]:
+        audit = card["audit"]
+        lines += ["", "## Loss-mask audit", "", f"- end-of-turn token `{audit['end_of_turn']}` trained "
+                  f"{audit['end_of_turn_trained']} times", "", "| role | tokens | trained |", "|---|---|---|"]
+        lines += [f"| {role} | {audit['tokens_by_role'][role]} | {audit['trained_by_role'].get(role, 0)} |"
+                  for role in sorted(audit["tokens_by_role"])]
+    return "\n".join(lines) + "\n"

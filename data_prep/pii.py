@@ -1,0 +1,254 @@
+"""PII redaction for customer chat data before it reaches a model or a tracking server.
+
+Each detected value is replaced by a typed placeholder ("<EMAIL>", "<PHONE>", "<CARD>", "<IBAN>", "<IP>",
+or "<KEY>" for a recipe's extra pattern) and counted per type.
+
+Detection order: EMAIL, IBAN, CARD, IP (IPv6, then IPv4), PHONE, then the extra patterns in recipe order.
+Each detector searches only the gaps left by the detectors before it, with every claimed span acting as a
+word boundary, so one value is never partially redacted twice (a card's digit groups cannot become a
+PHONE, an e-mail's local part cannot become a PHONE). `redact` repeats the pass on its own output until
+nothing new is found, so redacting twice changes nothing.
+Existing placeholders in the input are claimed up front and left as they are. A candidate that has the
+shape of an IBAN or an IPv4 address but fails its check (wrong mod-97 digits, an octet over 255) is
+claimed and kept verbatim, so PHONE cannot redact its digit groups.
+
+Decisions:
+- EMAIL: ASCII-letter TLD of 2+ letters and at least one dot in the domain; so `user@localhost`, `@mention`,
+  `@dataclass` and matrix products like `a@b` are not e-mails (`x@y.shape` in code would be: rare).
+- PHONE: 7 to 15 digits (E.164 maximum) in digit groups joined by single spaces, dashes or dots, optional
+  leading `+` country code and one parenthesised area code. Not: dates (2022-03-15, 15.03.2022), year ranges
+  (1990-2022), decimals (1234567.89), dotted versions (10.0.19041.1234), thousands groupings
+  (1 000 000, 250.000.000), or numbers glued to a word, `#`, a currency sign, `:` or `/` (times, paths,
+  `order #1234567`). A bare run of 7+ digits counts as a phone: longer order numbers get redacted.
+- CARD: 13-19 digits starting with 2-6 (the major networks), contiguous or grouped 4-4-4-4(-3) / 4-6-4(5)
+  with one consistent space or dash, Luhn-valid only. A Luhn-failing 16-19 digit number is left untouched,
+  as PHONE never takes more than 15 digits; a Luhn-failing 13-15 digit number may still be a PHONE.
+- IBAN: case-insensitive, contiguous or in groups of 4, ISO 13616 mod-97 validated (country lengths not
+  checked). Trailing groups the pattern swallowed (a year after the IBAN) are dropped until the check passes.
+- IP: IPv4 with octets 0-255 (exactly four parts, so 1.2.3 is not an IP; a 4-part version like 1.2.3.4 is
+  redacted). IPv6 full, compressed and IPv4-embedded, validated with `ipaddress`; forms with fewer than two
+  non-empty groups (`::`, `::1`, `fe80::`) are constants, not personal data, and are left alone; so are
+  digit-free forms (`dead:beef::cafe`), which real addresses essentially never are and words can be.
+  `10:30` and `10:30:45` are never IPs.
+- Extra patterns are plain `re` patterns matched last; empty matches are ignored.
+
+Speed: regexes are precompiled and each detector is skipped when the text cannot hold a match
+(no '@' for EMAIL, fewer than 7 digits for PHONE, 13 for CARD, ...), so PII-free text costs a few scans.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+PII_TYPES = ("EMAIL", "PHONE", "CARD", "IBAN", "IP")
+
+_DIGIT = re.compile(r"[0-9]")
+
+_EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@(?:[^\W_][\w-]*\.)+[A-Za-z]{2,63}(?![\w-]|\.[^\W_])")
+_IBAN = re.compile(r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", re.ASCII | re.IGNORECASE)
+_CARD = re.compile(
+    r"(?<![\w+])[2-6](?:[0-9]{12,18}"  # contiguous
+    r"|[0-9]{3}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{1,4}(?:\1[0-9]{3})?"  # 4-4-4-1..4(-3)
+    r"|[0-9]{3}([ -])[0-9]{6}\2[0-9]{4,5})(?![0-9])",  # 4-6-4/5 (Diners, Amex)
+    re.ASCII,
+)
+_IPV6 = re.compile(
+    r"(?<![\w:.])(?:[0-9A-F]{0,4}:){2,7}(?:[0-9A-F]{1,4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})?(?![\w:]|\.[0-9])",
+    re.ASCII | re.IGNORECASE,
+)
+_IPV4 = re.compile(r"(?<![\w.])[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?!\w|\.[0-9])", re.ASCII)
+_PHONE = re.compile(
+    r"(?<![\w+#$€£¥.,:/@-])(?:\+[0-9]{1,3}[ .-]?)?(?:\([0-9]{1,5}\)[ .-]?)?"
+    r"[0-9]{1,14}(?:[ .-][0-9]{1,14}){0,7}(?![\w/:@]|[.,-][0-9])",
+    re.ASCII,
+)
+_DATE_LIKE = re.compile(
+    r"(?:19|20)[0-9]{2}([-.])[0-9]{1,2}\1[0-9]{1,2}"  # 2022-03-15
+    r"|[0-9]{1,2}([-.])[0-9]{1,2}\2(?:19|20)[0-9]{2}"  # 15.03.2022, 03-15-2022
+    r"|(?:19|20)[0-9]{2}-(?:19|20)[0-9]{2}"  # 1990-2022
+)
+_THOUSANDS = re.compile(r"([1-9][0-9]{0,2})([ .])[0-9]{3}(?:\2[0-9]{3})*")
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """One detected value: its span in the input and its type (never the value, so it is safe to log)."""
+
+    start: int
+    end: int
+    kind: str
+
+
+# A check takes a candidate match and returns how many of its leading characters are PII,
+# 0 to claim the candidate as non-PII (kept verbatim, hidden from later detectors), or None to ignore it.
+Check = Callable[[str], int | None]
+
+
+class _Detector(NamedTuple):
+    kind: str
+    pattern: re.Pattern[str]
+    check: Check | None = None  # None: every match is PII
+    min_digits: int = 0  # skip texts with fewer digits than any match has
+    needs: str = ""  # skip texts without this character
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _check_card(value: str) -> int | None:
+    return len(value) if _luhn_ok(re.sub(r"[ -]", "", value)) else None
+
+
+def _iban_ok(iban: str) -> bool:
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+
+
+def _check_iban(value: str) -> int:
+    groups = value.upper().split(" ")
+    for n in range(len(groups), 0, -1):  # drop trailing groups the pattern may have swallowed
+        if len("".join(groups[:n])) < 15:
+            break
+        if _iban_ok("".join(groups[:n])):
+            return len(" ".join(groups[:n]))
+    return 0
+
+
+def _check_ipv4(value: str) -> int:
+    return len(value) if all(int(octet) <= 255 for octet in value.split(".")) else 0
+
+
+def _check_ipv6(value: str) -> int | None:
+    if sum(1 for group in value.split(":") if group) < 2 or not _DIGIT.search(value):
+        return None
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        return None
+    return len(value)
+
+
+def _check_phone(value: str) -> int | None:
+    if not 7 <= len(_DIGIT.findall(value)) <= 15 or _DATE_LIKE.fullmatch(value):
+        return None
+    if "." in value:
+        groups = re.split(r"[ .-]", value)
+        if value.count(".") == 1 or any(len(g) < 2 for g in groups[1:]):  # decimal or version string
+            return None
+    thousands = _THOUSANDS.fullmatch(value)
+    if thousands and (len(thousands[1]) < 3 or value.endswith("000")):
+        return None
+    return len(value)
+
+
+_BUILTIN = {
+    "EMAIL": [_Detector("EMAIL", _EMAIL, needs="@")],
+    "IBAN": [_Detector("IBAN", _IBAN, _check_iban, min_digits=2)],
+    "CARD": [_Detector("CARD", _CARD, _check_card, min_digits=13)],
+    "IP": [_Detector("IP", _IPV6, _check_ipv6, 1, ":"), _Detector("IP", _IPV4, _check_ipv4, 4, ".")],
+    "PHONE": [_Detector("PHONE", _PHONE, _check_phone, min_digits=7)],
+}
+_ORDER = ("EMAIL", "IBAN", "CARD", "IP", "PHONE")
+
+
+class Redactor:
+    """Finds PII of the chosen types (plus recipe patterns) and replaces it with typed placeholders."""
+
+    def __init__(self, types: Iterable[str] = PII_TYPES, extra_patterns: Mapping[str, str] | None = None) -> None:
+        """`types`: built-in types to detect (always run in the fixed order above, whatever order is given).
+        `extra_patterns`: {"EMPLOYEE_ID": r"EMP-\\d{6}"}; a bad name or regex raises ValueError naming the key."""
+        wanted = set(types)
+        if unknown := wanted - set(PII_TYPES):
+            raise ValueError(f"unknown PII types {sorted(unknown)}; expected some of {PII_TYPES}")
+        self._detectors = [d for kind in _ORDER if kind in wanted for d in _BUILTIN[kind]]
+        for kind, pattern in (extra_patterns or {}).items():
+            if not re.fullmatch(r"\w+", kind):
+                raise ValueError(f"PII pattern name {kind!r} must be letters, digits or underscores")
+            try:
+                self._detectors.append(_Detector(kind, re.compile(pattern)))
+            except re.error as err:
+                raise ValueError(f"invalid regex for PII pattern {kind!r}: {err}") from err
+        names = dict.fromkeys([*PII_TYPES, *(d.kind for d in self._detectors)])
+        self._placeholder = re.compile("<(?:" + "|".join(map(re.escape, names)) + ")>")
+
+    def find(self, text: str) -> list[Redaction]:
+        """The PII spans of one detection pass over `text`, in order and non-overlapping."""
+        claimed: list[tuple[int, int, str | None]] = []  # kind None: claimed but kept verbatim
+        if "<" in text:
+            claimed = [(m.start(), m.end(), None) for m in self._placeholder.finditer(text)]
+        digits = len(_DIGIT.findall(text))
+        for detector in self._detectors:
+            if digits < detector.min_digits or (detector.needs and detector.needs not in text):
+                continue
+            found = list(self._search(detector, text, claimed))
+            if found:
+                claimed = sorted(claimed + found)
+        return [Redaction(start, end, kind) for start, end, kind in claimed if kind]
+
+    def redact(self, text: str) -> tuple[str, Counter[str]]:
+        """`text` with each PII value replaced by "<KIND>", and the number of values replaced per kind.
+        Passes repeat until one finds nothing, since a placeholder can complete a neighbour's boundary
+        ("a@example.com.4111..." only reads as an e-mail once the card is "<CARD>"); this ends because
+        each pass turns unclaimed text into claimed placeholders, and it makes redaction idempotent."""
+        counts: Counter[str] = Counter()
+        while found := self.find(text):
+            parts, pos = [], 0
+            for r in found:
+                parts += [text[pos : r.start], f"<{r.kind}>"]
+                pos = r.end
+                counts[r.kind] += 1
+            parts.append(text[pos:])
+            text = "".join(parts)
+        return text, counts
+
+    @staticmethod
+    def _search(
+        detector: _Detector, text: str, claimed: list[tuple[int, int, str | None]]
+    ) -> Iterator[tuple[int, int, str | None]]:
+        """Matches in the unclaimed gaps; each gap is searched as its own string, so claimed spans act as
+        boundaries exactly like the placeholders that will replace them."""
+        for gap_start, gap_end in _gaps(claimed, len(text)):
+            for m in detector.pattern.finditer(text[gap_start:gap_end]):
+                if m.start() == m.end():
+                    continue
+                n = detector.check(m[0]) if detector.check else len(m[0])
+                if n is None:
+                    continue
+                start = gap_start + m.start()
+                yield (start, start + n, detector.kind) if n else (start, gap_start + m.end(), None)
+
+
+def _gaps(spans: list[tuple[int, int, str | None]], length: int) -> Iterator[tuple[int, int]]:
+    pos = 0
+    for start, end, _ in spans:
+        if start > pos:
+            yield pos, start
+        pos = end
+    if pos < length:
+        yield pos, length
+
+
+def redact_messages(redactor: Redactor, messages: list[dict]) -> tuple[list[dict], Counter[str]]:
+    """Redact the "content" string of each chat message; returns new dicts (other keys untouched, non-string
+    content such as multimodal part lists copied as is) and the total counts per kind."""
+    redacted, total = [], Counter()
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            text, counts = redactor.redact(content)
+            total.update(counts)
+            message = {**message, "content": text}
+        redacted.append(dict(message))
+    return redacted, total

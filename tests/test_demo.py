@@ -1,0 +1,28 @@
+"""The embedded default, end to end on the real SmolLM2-135M-Instruct (about 10 minutes on 2 cores): `make test-slow`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from tailor.runs import read_json
+
+
+@pytest.mark.slow
+def test_demo_tuned_model_clearly_beats_base(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    overrides = [f"output_dir={tmp_path}", "tracking.mode=offline"]
+    for module in ("data_prep", "train", "eval"):
+        result = subprocess.run([sys.executable, "-m", module, "recipes/hotel-demo.yaml", *overrides], cwd=REPO,
+                                env=env, capture_output=True, text=True, timeout=1500)
+        assert result.returncode == 0, f"{module}:\n{result.stderr[-4000:]}"
+    models = read_json(tmp_path / "hotel-demo" / "eval" / "results.json")["models"]
+    base, tuned = models["base"], models["tuned"]
+    assert tuned["loss"] < base["loss"] - 1.0
+    assert tuned["json_valid"] >= 0.8 > base["json_valid"] + 0.5
+    assert tuned["json_field_accuracy"] >= base["json_field_accuracy"] + 0.2
