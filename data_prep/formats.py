@@ -72,8 +72,8 @@ def _messages_column(row: dict[str, Any], key: str, role_key: str, content_key: 
                            f"{', '.join(known)}; map others with role_map)")
         content = message.get(content_key)
         if content is None and message.get("tool_calls"):
-            content = ""
-        if not isinstance(content, str):
+            pass  # templates test `content is none` to render a pure tool-call turn
+        elif not isinstance(content, str):
             raise RowError(f"{key}[{index}].{content_key} must be a string, got {type(content).__name__}")
         out: dict[str, Any] = {"role": role, "content": content}
         out.update({k: message[k] for k in PASSTHROUGH_KEYS if message.get(k) is not None})
@@ -90,7 +90,7 @@ def _check_conversation(messages: list[dict[str, Any]]) -> None:
         raise RowError("a system message may only come first")
     if messages[-1]["role"] != "assistant":
         raise RowError("the conversation must end with an assistant message (the answer to learn)")
-    if not messages[-1]["content"].strip() and not messages[-1].get("tool_calls"):
+    if not (messages[-1]["content"] or "").strip() and not messages[-1].get("tool_calls"):
         raise RowError("the last assistant message is empty")
     if not any(m["role"] == "user" for m in messages):
         raise RowError("the conversation has no user message")
@@ -102,4 +102,4 @@ def is_text_row(messages: list[dict[str, Any]]) -> bool:
 
 def row_text(messages: list[dict[str, Any]]) -> str:
     """The row's own words, without the system prompt most rows share: what contamination compares."""
-    return "\n".join(str(m.get("content", "")) for m in messages if m["role"] != "system")
+    return "\n".join(m.get("content") or "" for m in messages if m["role"] != "system")

@@ -43,7 +43,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 PII_TYPES = ("EMAIL", "PHONE", "CARD", "IBAN", "IP")
 
@@ -241,14 +241,29 @@ def _gaps(spans: list[tuple[int, int, str | None]], length: int) -> Iterator[tup
 
 
 def redact_messages(redactor: Redactor, messages: list[dict]) -> tuple[list[dict], Counter[str]]:
-    """Redact the "content" string of each chat message; returns new dicts (other keys untouched, non-string
-    content such as multimodal part lists copied as is) and the total counts per kind."""
+    """Redact every text a message carries (content, reasoning_content, tool-call arguments); returns new dicts
+    (non-string content such as multimodal part lists copied as is) and the total counts per kind."""
     redacted, total = [], Counter()
+
+    def clean(text: Any) -> Any:
+        if not isinstance(text, str):
+            return text
+        out, counts = redactor.redact(text)
+        total.update(counts)
+        return out
+
     for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            text, counts = redactor.redact(content)
-            total.update(counts)
-            message = {**message, "content": text}
-        redacted.append(dict(message))
+        message = {**message, "content": clean(message.get("content"))}
+        if "reasoning_content" in message:
+            message["reasoning_content"] = clean(message["reasoning_content"])
+        if isinstance(message.get("tool_calls"), list):
+            message["tool_calls"] = [_clean_call(call, clean) for call in message["tool_calls"]]
+        redacted.append(message)
     return redacted, total
+
+
+def _clean_call(call: Any, clean: Any) -> Any:
+    if isinstance(call, dict) and isinstance(call.get("function"), dict):
+        function = call["function"]
+        return {**call, "function": {**function, "arguments": clean(function.get("arguments"))}}
+    return call

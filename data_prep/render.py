@@ -83,13 +83,20 @@ class Renderer:
     def spans(self, messages: list[dict[str, Any]]) -> tuple[str, list[Span], int]:
         """Full training text, the span of each message that renders consistently, and how many turns that should
         have been trained could not be (history rewritten by the template)."""
-        full = self.text(messages)
+        memo: dict[tuple[int, bool], str] = {}
+
+        def prefix(count: int, generation: bool = False) -> str:  # each prefix rendered once
+            if (count, generation) not in memo:
+                memo[(count, generation)] = self.text(messages[:count], add_generation_prompt=generation)
+            return memo[(count, generation)]
+
+        full = prefix(len(messages))
         spans, untrainable = [], 0
         last = len(messages) - 1
         for index, message in enumerate(messages):
             trained = message["role"] in self.roles_to_train and message.get("train", True)
-            before = self.text(messages[:index], add_generation_prompt=message["role"] == "assistant")
-            through = self.text(messages[: index + 1])
+            before = prefix(index, generation=message["role"] == "assistant")
+            through = prefix(index + 1)
             consistent = through.startswith(before) and full.startswith(through)
             if not consistent:
                 if index == last:

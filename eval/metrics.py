@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any, Callable
 
 _FENCE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?```$", re.DOTALL)
@@ -57,8 +58,17 @@ def json_field_accuracy(prediction: str, reference: str, fields: list[str] | Non
     return sum(scores.values()) / len(scores)
 
 
-METRICS: dict[str, Callable[..., float | None]] = {
-    "exact_match": exact_match,
-    "json_valid": json_valid,
-    "json_field_accuracy": json_field_accuracy,
-}
+def label_match(prediction: str, reference: str, **_: Any) -> float:
+    """1 when the answer is the reference label (NFKC, trimmed, case-folded): per-row classification accuracy."""
+    def norm(text: str) -> str:
+        return unicodedata.normalize("NFKC", text).strip().casefold()
+
+    return float(norm(prediction) == norm(reference))
+
+
+def all_metrics() -> dict[str, Callable[..., float | None]]:
+    """Every per-row metric a recipe can name."""
+    from eval.text_metrics import TEXT_METRICS
+
+    return {"exact_match": exact_match, "json_valid": json_valid, "json_field_accuracy": json_field_accuracy,
+            "classification": label_match, **TEXT_METRICS}

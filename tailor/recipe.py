@@ -238,8 +238,9 @@ def _explain(err: ValidationError, layer: _Layer, top: Path) -> str:
             messages.append(f"{where}: {key}: required key is missing. Add it to the recipe.")
         else:
             got = item.get("input")
-            shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
-            messages.append(f"{where}: {key}: {item['msg']} (got {shown}).")
+            shown = "" if not loc else f" (got {got!r})" if not isinstance(got, (dict, list)) else \
+                f" (got a {type(got).__name__})"
+            messages.append(f"{where}: {key}: {item['msg']}{shown}.")
     header = f"Recipe {top} is not valid ({len(messages)} problem{'s' if len(messages) > 1 else ''}):"
     return "\n".join([header, *("  - " + m for m in messages)])
 

@@ -70,15 +70,19 @@ class DataSource(Strict):
     weight: float = Field(1.0, gt=0.0, le=100.0, description="Mixing weight for the training split: 2.0 repeats "
                           "each training row twice, 0.5 keeps a seeded half.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sharegpt_defaults(cls, data: Any) -> Any:
+        """ShareGPT rows keep turns in `conversations` with `from`/`value` keys unless the recipe says otherwise."""
+        if isinstance(data, dict) and data.get("format") == "sharegpt" and isinstance(data.get("fields", {}), dict):
+            defaults = {"messages": "conversations", "role": "from", "content": "value"}
+            data = {**data, "fields": {**defaults, **data.get("fields", {})}}
+        return data
+
     @model_validator(mode="after")
     def _one_location(self) -> "DataSource":
         if (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of path (a local file or folder) or hub (a hub dataset id)")
-        if self.format == "sharegpt":
-            self.fields = self.fields.model_copy(update={
-                "messages": self.fields.messages if "messages" in self.fields.model_fields_set else "conversations",
-                "role": self.fields.role if "role" in self.fields.model_fields_set else "from",
-                "content": self.fields.content if "content" in self.fields.model_fields_set else "value"})
         return self
 
 
@@ -173,7 +177,8 @@ class TrainingSettings(Strict):
     seed: int = 42
 
 
-MetricName = Literal["exact_match", "json_valid", "json_field_accuracy"]
+MetricName = Literal["exact_match", "exact_match_normalized", "token_f1", "rouge_l", "chrf", "json_valid",
+                     "json_schema_valid", "json_field_accuracy", "regex_match", "classification"]
 
 
 class EvalSettings(Strict):
@@ -182,6 +187,12 @@ class EvalSettings(Strict):
     metrics: list[MetricName] = Field(default_factory=lambda: ["exact_match"], min_length=1)
     json_fields: list[str] | None = Field(None, description="Fields scored by json_field_accuracy; "
                                           "default: every key of each reference object.")
+    json_schema: dict[str, Any] | None = Field(None, description="JSON Schema for json_schema_valid.")
+    regex: str | None = Field(None, description="Pattern the whole answer must match, for regex_match.")
+    labels: list[str] | None = Field(None, description="Label set for classification (accuracy, macro-F1, "
+                                     "confusion table).")
+    bootstrap_resamples: int = Field(10_000, ge=100, description="Paired bootstrap resamples for the intervals.")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
     max_new_tokens: int = Field(256, ge=1)
     batch_size: int = Field(16, ge=1)
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy decoding.")
@@ -223,7 +234,13 @@ class Recipe(Strict):
         return value
 
     @model_validator(mode="after")
-    def _json_metrics_need_json(self) -> "Recipe":
-        if self.eval.json_fields is not None and "json_field_accuracy" not in self.eval.metrics:
-            raise ValueError("eval.json_fields is set but eval.metrics lacks json_field_accuracy")
+    def _metric_options(self) -> "Recipe":
+        needs = {"json_field_accuracy": "json_fields", "json_schema_valid": "json_schema", "regex_match": "regex",
+                 "classification": "labels"}
+        for metric, option in needs.items():
+            given = getattr(self.eval, option) is not None
+            if given and metric not in self.eval.metrics:
+                raise ValueError(f"eval.{option} is set but eval.metrics lacks {metric}")
+            if metric in self.eval.metrics and not given and option != "json_fields":
+                raise ValueError(f"eval.metrics has {metric}, which needs eval.{option}")
         return self

@@ -67,6 +67,8 @@ def test_stages_write_run_folder(pipeline) -> None:
     assert set(results["models"]) == {"base", "tuned"} and results["rows"] == read_json(paths.manifest)["rows"]["heldout"]
     for variant in ("base", "tuned"):
         assert results["models"][variant]["loss"] > 0 and 0 <= results["models"][variant]["json_valid"] <= 1
+    assert set(results["comparisons"]) == {"exact_match", "json_valid", "json_field_accuracy"}
+    assert all(c["ci_low"] <= c["delta"] <= c["ci_high"] for c in results["comparisons"].values())
     # training on the assistant tokens lowers the held-out loss on them
     assert results["models"]["tuned"]["loss"] < results["models"]["base"]["loss"]
     predictions = [json.loads(line) for line in paths.predictions.read_text().splitlines()]
