@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::FutureWarning
 
 .DEFAULT_GOAL := help
-.PHONY: help setup check data audit train eval all demo test test-slow tiny-models leet sync clean
+.PHONY: help setup check data audit train eval all demo test test-slow tiny-models bench-data leet sync clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ test: $(STAMP) tiny-models ## the default test suite (under 15 minutes on 2 CPU 
 
 test-slow: $(STAMP) tiny-models ## the long tests (the full demo on SmolLM2)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+bench-data: $(STAMP) tiny-models ## data-prep throughput vs trl on 200k generated rows (appends to BENCHMARKS.md)
+	$(PY) -m data_prep.bench $(BENCH_ARGS)
 
 leet: $(STAMP) ## browse the local W&B runs of RECIPE in the terminal (wandb leet)
 	$(VENV)/bin/wandb leet $$($(PY) -c "from tailor.recipe import load_recipe; from tailor.runs import run_paths; print(run_paths(load_recipe('$(RECIPE)')).root / 'wandb')")

@@ -49,8 +49,8 @@ def time_tailor(data: Path, model: Path, out: Path, procs: int) -> tuple[float, 
 
     recipe_file = out / f"bench-{procs}.yaml"
     recipe_file.write_text(json.dumps({
-        "name": f"bench-{procs}", "output_dir": str(out / "runs"), "model": {"name_or_path": str(model)},
-        "data": {"sources": [{"path": str(data)}], "num_proc": procs, "system_prompt": "You are a hotel assistant."},
+        "name": f"bench-{procs}", "output_dir": str((out / "runs").resolve()), "model": {"name_or_path": str(model)},
+        "data": {"sources": [{"path": str(data.resolve())}], "num_proc": procs, "system_prompt": "You are a hotel assistant."},
         "training": {"max_length": 1024}, "tracking": {"mode": "disabled"}}))
     recipe = load_recipe(recipe_file)
     started = time.perf_counter()
@@ -60,12 +60,13 @@ def time_tailor(data: Path, model: Path, out: Path, procs: int) -> tuple[float, 
 
 
 def time_trl(data: Path, model: Path, out: Path, procs: int) -> tuple[float, int]:
-    from datasets import load_dataset
+    from datasets import disable_caching, load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     llm = AutoModelForCausalLM.from_pretrained(model)
+    disable_caching()  # else a second run reads trl's earlier result from the datasets cache
     started = time.perf_counter()
     dataset = load_dataset("json", data_files=str(data), split="train")
     args = SFTConfig(output_dir=str(out / "trl"), use_cpu=True, bf16=False, report_to=[], max_length=1024,

@@ -35,13 +35,17 @@ def padding_fraction_batched(lengths: Sequence[int], batch_size: int, seed: int 
 
 def padding_fraction_packed(lengths: Sequence[int], max_length: int, strategy: str = "bfd") -> tuple[float, int]:
     """Share of empty space when rows are packed into max_length sequences by trl's packing; and the pack count."""
+    import numpy as np
+    import pyarrow as pa
     from datasets import Dataset
     from trl.data_utils import pack_dataset
 
     if not lengths:
         return 0.0, 0
-    dataset = Dataset.from_dict({"input_ids": [[0] * min(n, max_length) for n in lengths]})
-    packed = pack_dataset(dataset, max_length, strategy)
+    clipped = np.minimum(np.asarray(lengths, dtype=np.int64), max_length)
+    offsets = np.concatenate([[0], np.cumsum(clipped)]).astype(np.int32)
+    ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.zeros(int(clipped.sum()), dtype=np.int32)))
+    packed = pack_dataset(Dataset(pa.table({"input_ids": ids})), max_length, strategy)
     real = sum(min(n, max_length) for n in lengths)
     return 1 - real / (len(packed) * max_length), len(packed)
 

@@ -1,11 +1,14 @@
-"""Render many conversations, in one process or several (`data.num_proc`) via datasets.map."""
+"""Render many conversations, in one process or several (`data.num_proc`, forked worker processes)."""
 
 from __future__ import annotations
 
+import multiprocessing
 from typing import Any
 
 from data_prep.formats import RowError
 from data_prep.render import Rendered, Renderer
+
+_WORKER: dict[str, Any] = {}
 
 
 def render_one(renderer: Renderer, messages: list[dict[str, Any]], max_length: int) -> Rendered | str:
@@ -18,43 +21,17 @@ def render_one(renderer: Renderer, messages: list[dict[str, Any]], max_length: i
 
 def render_all(renderer: Renderer, conversations: list[list[dict[str, Any]]], max_length: int,
                num_proc: int = 1) -> list[Rendered | str]:
-    """Render every conversation, in order; with num_proc > 1 the work is split over processes."""
-    if num_proc <= 1 or len(conversations) < 2 * num_proc:
+    """Render every conversation, in order; with num_proc > 1 chunks go to forked processes."""
+    if num_proc <= 1 or len(conversations) < 64 * num_proc:
         return [render_one(renderer, messages, max_length) for messages in conversations]
-    import json
-
-    from datasets import Dataset
-
-    dataset = Dataset.from_dict({"messages": [json.dumps(m, ensure_ascii=False) for m in conversations]})
-    mapped = dataset.map(_render_batch, batched=True, batch_size=256, num_proc=num_proc,
-                         fn_kwargs={"renderer": renderer, "max_length": max_length},
-                         remove_columns=["messages"])
-    out: list[Rendered | str] = []
-    for row in mapped:
-        if row["error"]:
-            out.append(row["error"])
-        else:
-            out.append(Rendered(row["input_ids"], row["assistant_masks"], row["truncated"], row["trained_turns"],
-                                row["untrainable_history"], json.loads(row["role_tokens"]),
-                                json.loads(row["role_trained"])))
-    return out
+    _WORKER.update(renderer=renderer, max_length=max_length)  # inherited by the forked workers
+    chunk = max(64, len(conversations) // (num_proc * 8))
+    pieces = [conversations[i:i + chunk] for i in range(0, len(conversations), chunk)]
+    with multiprocessing.get_context("fork").Pool(num_proc) as pool:
+        results = pool.map(_render_chunk, pieces)
+    _WORKER.clear()
+    return [item for piece in results for item in piece]
 
 
-def _render_batch(batch: dict[str, list], renderer: Renderer, max_length: int) -> dict[str, list]:
-    import json
-
-    columns: dict[str, list] = {k: [] for k in ("error", "input_ids", "assistant_masks", "truncated",
-                                                "trained_turns", "untrainable_history", "role_tokens",
-                                                "role_trained")}
-    for text in batch["messages"]:
-        result = render_one(renderer, json.loads(text), max_length)
-        ok = isinstance(result, Rendered)
-        columns["error"].append("" if ok else result)
-        columns["input_ids"].append(result.input_ids if ok else [])
-        columns["assistant_masks"].append(result.assistant_masks if ok else [])
-        columns["truncated"].append(result.truncated if ok else False)
-        columns["trained_turns"].append(result.trained_turns if ok else 0)
-        columns["untrainable_history"].append(result.untrainable_history if ok else 0)
-        columns["role_tokens"].append(json.dumps(result.role_tokens if ok else {}))
-        columns["role_trained"].append(json.dumps(result.role_trained if ok else {}))
-    return columns
+def _render_chunk(conversations: list[list[dict[str, Any]]]) -> list[Rendered | str]:
+    return [render_one(_WORKER["renderer"], messages, _WORKER["max_length"]) for messages in conversations]

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+
+import numpy as np
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 EMPTY_THINK = re.compile(r"<think>\s*</think>\s*")
-TEMPLATE_ROLE = "template"
+CONTEXT_ROLE = "context"  # every token outside a trained turn
 
 
 class TemplateMismatch(RowError):
@@ -81,8 +83,9 @@ class Renderer:
         return self.text(messages[:-1], add_generation_prompt=True)
 
     def spans(self, messages: list[dict[str, Any]]) -> tuple[str, list[Span], int]:
-        """Full training text, the span of each message that renders consistently, and how many turns that should
-        have been trained could not be (history rewritten by the template)."""
+        """Full training text, the span of each trained message that renders consistently, and how many turns that
+        should have been trained could not be (history rewritten by the template). Untrained messages are not
+        rendered on their own: their tokens are context."""
         memo: dict[tuple[int, bool], str] = {}
 
         def prefix(count: int, generation: bool = False) -> str:  # each prefix rendered once
@@ -95,6 +98,8 @@ class Renderer:
         last = len(messages) - 1
         for index, message in enumerate(messages):
             trained = message["role"] in self.roles_to_train and message.get("train", True)
+            if not trained:
+                continue  # context: its tokens are untrained whatever the template does with it
             before = prefix(index, generation=message["role"] == "assistant")
             through = prefix(index + 1)
             consistent = through.startswith(before) and full.startswith(through)
@@ -102,7 +107,7 @@ class Renderer:
                 if index == last:
                     raise TemplateMismatch("chat template renders the final answer differently for training than "
                                            "at inference (prompt + answer is not a prefix of the training text)")
-                untrainable += int(trained)
+                untrainable += 1
                 continue
             start = len(before)
             if trained:
@@ -118,20 +123,23 @@ class Renderer:
             return self._render_text(messages[0]["content"], max_length)
         full, spans, untrainable = self.spans(messages)
         encoded = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-        ids: list[int] = encoded["input_ids"]
-        mask, roles = [], []
-        for start, end in encoded["offset_mapping"]:
-            span = next((s for s in spans if s.start <= start < s.end), None)
-            roles.append(span.role if span else TEMPLATE_ROLE)
-            mask.append(int(bool(span and span.trained and end > start)))
-        truncated = len(ids) > max_length
-        ids, mask, roles = ids[:max_length], mask[:max_length], roles[:max_length]
-        if not any(mask):
+        ids: list[int] = encoded["input_ids"][:max_length]
+        offsets = np.asarray(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+        truncated = len(offsets) > max_length
+        mask, span_index, inside = _assign(offsets[:max_length], spans)
+        if not mask.any():
             reason = "no trainable token within training.max_length" if truncated else "no trainable token"
             raise RowError(reason)
-        trained_turns = sum(1 for s in spans if s.trained and s.start < len(full) and _token_index(encoded, s.start)
-                            < max_length)
-        return Rendered(ids, mask, truncated, trained_turns, untrainable, *_role_counts(roles, mask))
+        first_tokens = np.searchsorted(offsets[:, 0], [s.start for s in spans if s.trained])
+        trained_turns = int((first_tokens < len(ids)).sum())
+        role_tokens: Counter = Counter({CONTEXT_ROLE: int((~inside).sum())})
+        role_trained: Counter = Counter()
+        for index, count in zip(*np.unique(span_index[inside], return_counts=True)):
+            role_tokens[spans[index].role] += int(count)
+        for index, count in zip(*np.unique(span_index[mask], return_counts=True)):
+            role_trained[spans[index].role] += int(count)
+        return Rendered(ids, mask.astype(int).tolist(), truncated, trained_turns, untrainable,
+                        {r: c for r, c in role_tokens.items() if c}, dict(role_trained))
 
     def _render_text(self, text: str, max_length: int) -> Rendered:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -142,14 +150,17 @@ class Renderer:
         return Rendered(ids, [1] * len(ids), truncated, 0, 0, {TEXT_ROLE: len(ids)}, {TEXT_ROLE: len(ids)})
 
 
-def _token_index(encoded: Any, char: int) -> int:
-    index = encoded.char_to_token(char)
-    return index if index is not None else 0
-
-
-def _role_counts(roles: list[str], mask: list[int]) -> tuple[dict[str, int], dict[str, int]]:
-    tokens, trained = Counter(roles), Counter(r for r, m in zip(roles, mask) if m)
-    return dict(tokens), dict(trained)
+def _assign(offsets: np.ndarray, spans: list[Span]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per token: whether it is trained, the index of the span holding its first character, and whether any does."""
+    if not spans:
+        none = np.zeros(len(offsets), dtype=bool)
+        return none, np.zeros(len(offsets), dtype=np.int64), none
+    starts = np.array([s.start for s in spans])
+    ends = np.array([s.end for s in spans])
+    trained = np.array([s.trained for s in spans])
+    index = (np.searchsorted(starts, offsets[:, 0], side="right") - 1).clip(0)
+    inside = (offsets[:, 0] >= starts[index]) & (offsets[:, 0] < ends[index])
+    return inside & trained[index] & (offsets[:, 1] > offsets[:, 0]), index, inside
 
 
 def render_text(tokenizer: "PreTrainedTokenizerBase", messages: list[dict[str, Any]],
