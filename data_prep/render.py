@@ -163,12 +163,6 @@ def _assign(offsets: np.ndarray, spans: list[Span]) -> tuple[np.ndarray, np.ndar
     return inside & trained[index] & (offsets[:, 1] > offsets[:, 0]), index, inside
 
 
-def render_text(tokenizer: "PreTrainedTokenizerBase", messages: list[dict[str, Any]],
-                add_generation_prompt: bool = False) -> str:
-    """The tokenizer's own chat template applied to a conversation (no recipe settings)."""
-    return Renderer(tokenizer).text(messages, add_generation_prompt)
-
-
 def render_example(tokenizer: "PreTrainedTokenizerBase", messages: list[dict[str, Any]],
                    max_length: int) -> Rendered:
     """Render with the tokenizer's own template, training assistant turns only."""

@@ -18,6 +18,3 @@ def split_score(key: str, seed: int) -> float:
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
-
-def is_heldout(key: str, seed: int, fraction: float) -> bool:
-    return split_score(key, seed) < fraction

@@ -154,3 +154,34 @@ def test_cache_is_invalidated_by_each_input(change: str, tmp_path: Path, tiny_qw
         monkeypatch.setattr(prepare_module, "code_version", lambda: "a different data_prep")
     again = prepare(recipe)
     assert not again.get("cached") and again["cache_key"] != first["cache_key"]
+
+
+def test_bad_input_corpus_is_quarantined_with_line_and_reason(tmp_path: Path, tiny_qwen25: Path) -> None:
+    good = [json.dumps(r) for r in chat_rows(40)]
+    bad = {
+        41: '{"messages": [',                                                           # malformed JSON
+        42: json.dumps({"messages": "not a list"}),                                     # wrong type
+        43: json.dumps({"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]}),
+        44: json.dumps({"other": 1}),                                                   # missing field
+        45: json.dumps({"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "x"}]}),
+    }
+    huge = json.dumps({"messages": [{"role": "user", "content": "summarise: " + "lorem ipsum " * 90_000},
+                                    {"role": "assistant", "content": "ok"}]})          # a ~1 MB record
+    path = tmp_path / "corpus.jsonl"
+    with path.open("wb") as handle:
+        handle.write(("\n".join(good) + "\n").encode())
+        handle.write(("\n".join(bad[k] for k in sorted(bad)) + "\n").encode())
+        handle.write(b'{"messages": "\xff\xfe"}\n')                                    # line 46: not UTF-8
+        handle.write((huge + "\n").encode())                                           # line 47
+    recipe = recipe_for(tmp_path, tiny_qwen25, f"    - {{path: {path}}}", overrides=("data.max_bad_fraction=0.2",))
+    manifest = prepare(recipe)
+    rejected = {r["line"]: r for r in map(json.loads, run_paths(recipe).rejected.read_text().splitlines())}
+    assert set(rejected) == {41, 42, 43, 44, 45, 46, 47}
+    assert "malformed JSON" in rejected[41]["reason"] and "not UTF-8" in rejected[46]["reason"]
+    assert "unknown role 'wizard'" in rejected[45]["reason"] and "non-empty list" in rejected[42]["reason"]
+    assert "no trainable token within training.max_length" == rejected[47]["reason"]  # the answer is past 128 tokens
+    assert manifest["rows"]["read"] == 47 and manifest["rows"]["bad"] == 7
+    assert manifest["rows"]["train"] + manifest["rows"]["heldout"] == 40
+    strict = recipe_for(tmp_path, tiny_qwen25, f"    - {{path: {path}}}", overrides=("data.max_bad_fraction=0.1",))
+    with pytest.raises(TailorError, match=r"7 of 47 rows \(14.9%\) are bad"):
+        prepare(strict)

@@ -89,6 +89,11 @@ def test_wandb_offline_runs_hold_train_loss_and_eval_metrics(pipeline) -> None:
     assert evaluation["eval/tuned/loss"] == pytest.approx(results["models"]["tuned"]["loss"])
     assert evaluation["eval/base/json_valid"] == pytest.approx(results["models"]["base"]["json_valid"])
     assert "eval/delta/loss" in evaluation
+    data = runs["e2e-data"]["summary"]
+    assert data["rows"]["train"] > 0 and data["audit"]["end_of_turn"] == "<|im_end|>" and "pii" in data
+    # tracking.log_samples is off: no row text reaches the W&B files of any stage
+    wandb_bytes = b"".join(p.read_bytes() for p in (run_paths(recipe).root / "wandb").rglob("*") if p.is_file())
+    assert b"Say the number 7 as JSON." not in wandb_bytes
     config = runs["e2e-eval"]["config"]
     assert config["recipe"]["name"] == "e2e" and len(config["recipe_hash"]) == 64 and config["stage"] == "eval"
 
