@@ -61,6 +61,17 @@ def data_hash(recipe: Recipe) -> str:
     return _sha(f"{section_hash(recipe, 'model', 'data')}:max_length={recipe.training.max_length}")
 
 
+def check_prepared_data(recipe: Recipe, paths: RunPaths) -> dict[str, Any]:
+    """The prepared data must exist and come from this recipe's model and data settings."""
+    if not paths.manifest.is_file() or not paths.train_data.is_file():
+        raise TailorError(f"no prepared data in {paths.data_dir}: run `make data RECIPE=...` first.")
+    manifest = read_json(paths.manifest)
+    if manifest.get("data_hash") != data_hash(recipe):
+        raise TailorError(f"{paths.manifest} was prepared with different model/data settings than this recipe; "
+                          "run `make data RECIPE=...` again.")
+    return manifest
+
+
 def code_version() -> str:
     """Hash of data_prep's own source: any change to how data is prepared invalidates cached data."""
     return _sha("".join(p.read_text(encoding="utf-8") for p in sorted(CODE_DIR.glob("*.py"))))

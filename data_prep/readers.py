@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tailor.errors import TailorError
+from tailor.hashing import update_with_file
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,7 @@ def source_fingerprint(source: Any) -> str:
     hasher = hashlib.sha256()
     for file in files:
         hasher.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                hasher.update(block)
+        update_with_file(hasher, file)
     return hasher.hexdigest()
 
 

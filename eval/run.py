@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def load_heldout(recipe: Recipe, paths: RunPaths) -> list[dict[str, Any]]:
     from datasets import load_dataset
 
-    from train.run import check_prepared_data
+    from data_prep.prepare import check_prepared_data
 
     check_prepared_data(recipe, paths)
     rows = load_dataset("parquet", data_files=str(paths.heldout_data), split="train").to_list()

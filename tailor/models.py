@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tailor.errors import TailorError
+from tailor.hashing import file_sha256
 from tailor.runs import atomic_dir
 from tailor.schema import ModelSettings
 
@@ -61,20 +61,12 @@ def model_source(settings: ModelSettings) -> str:
         check_model_source(settings)
         return settings.name_or_path
     path = gguf_path(settings)
-    digest = _file_digest(path)
+    digest = file_sha256(path)
     target = cache_dir() / "gguf" / f"{path.stem}-{digest[:12]}"
     if not (target / "config.json").is_file():
         log.info("converting %s to a cached checkpoint at %s (once)", path.name, target)
         _convert_gguf(path, target)
     return str(target)
-
-
-def _file_digest(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def _convert_gguf(path: Path, target: Path) -> None:

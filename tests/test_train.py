@@ -86,7 +86,7 @@ def test_two_process_accelerate_launch(tiny_recipe) -> None:
 
 def test_train_refuses_stale_or_missing_data(tiny_recipe) -> None:
     from tailor.errors import TailorError
-    from train.run import check_prepared_data
+    from data_prep.prepare import check_prepared_data
 
     recipe = load_recipe(tiny_recipe(rows=16))
     with pytest.raises(TailorError, match="run `make data"):

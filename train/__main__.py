@@ -28,7 +28,7 @@ def launch_command(args: argparse.Namespace, gpus_visible: int) -> list[str]:
 def stage(recipe: Recipe, args: argparse.Namespace) -> None:
     import torch
 
-    from train.run import check_prepared_data
+    from data_prep.prepare import check_prepared_data
     from tailor.runs import run_paths
 
     check_prepared_data(recipe, run_paths(recipe))

@@ -13,24 +13,10 @@ import time
 from typing import Any
 
 from tailor.cli import recipe_parser, run_cli
-from tailor.errors import TailorError
-from tailor.runs import RunPaths, atomic_dir, read_json, run_paths, update_record
+from tailor.runs import atomic_dir, run_paths, update_record
 from tailor.schema import Recipe
 
 log = logging.getLogger(__name__)
-
-
-def check_prepared_data(recipe: Recipe, paths: RunPaths) -> dict[str, Any]:
-    """The prepared data must exist and come from this recipe's model and data settings."""
-    from data_prep.prepare import data_hash
-
-    if not paths.manifest.is_file() or not paths.train_data.is_file():
-        raise TailorError(f"no prepared data in {paths.data_dir}: run `make data RECIPE=...` first.")
-    manifest = read_json(paths.manifest)
-    if manifest.get("data_hash") != data_hash(recipe):
-        raise TailorError(f"{paths.manifest} was prepared with different model/data settings than this recipe; "
-                          "run `make data RECIPE=...` again.")
-    return manifest
 
 
 def build_trainer(recipe: Recipe) -> tuple[Any, Any, dict[str, Any]]:
@@ -41,6 +27,7 @@ def build_trainer(recipe: Recipe) -> tuple[Any, Any, dict[str, Any]]:
     from transformers import set_seed
     from trl import SFTTrainer
 
+    from data_prep.prepare import check_prepared_data
     from tailor.models import load_model, load_tokenizer
     from train.config import lora_config, sft_config
 
