@@ -3,6 +3,10 @@ SHELL := /bin/bash
 RECIPE ?= recipes/hotel-demo.yaml
 ARGS ?=
 GPUS ?= 1
+STRATEGY ?=
+NODES ?= 1
+GPU_MEM ?= 80
+RUNS ?= runs
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,11 +16,11 @@ export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::FutureWarning
 
 .DEFAULT_GOAL := help
-.PHONY: help setup check data audit train eval all demo test test-slow tiny-models bench-data leet sync clean
+.PHONY: help setup browser check data audit train plan merge slurm eval all demo test test-slow test-faults tiny-models bench bench-data bench-eval compare leet sync clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: RECIPE=$(RECIPE) ARGS=\"key.path=value ...\" GPUS=$(GPUS)"
+	@echo "  variables: RECIPE=$(RECIPE) ARGS=\"key.path=value ...\" GPUS=$(GPUS) STRATEGY=ddp|fsdp|zero2|zero3 NODES=$(NODES) GPU_MEM=$(GPU_MEM) RUNS=$(RUNS)"
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +33,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP) ## create .venv with the pinned dependencies (idempotent)
 
+browser: ## install Debian's Chromium for the HTML report tests (needs root or sudo; skipped when present)
+	@command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 check: $(STAMP) ## validate RECIPE (and ARGS overrides) without running anything
 	$(PY) -m tailor check $(RECIPE) $(ARGS)
 
@@ -38,8 +46,17 @@ data: $(STAMP) ## prepare train/held-out data for RECIPE into runs/<name>/data
 audit: $(STAMP) ## prepare (cached) and show the loss-mask audit with highlighted samples
 	$(PY) -m data_prep $(RECIPE) $(ARGS) --audit
 
-train: $(STAMP) ## fine-tune the adapter (accelerate launch, GPUS=N processes)
-	$(PY) -m train $(RECIPE) $(ARGS) --gpus $(GPUS)
+train: $(STAMP) ## fine-tune the adapter (accelerate launch, GPUS=N processes, STRATEGY=ddp|fsdp|zero2|zero3); resumes
+	$(PY) -m train $(RECIPE) $(ARGS) --gpus $(GPUS) $(if $(STRATEGY),--strategy $(STRATEGY))
+
+plan: $(STAMP) ## estimate per-device memory and the largest micro batch for RECIPE on GPUS x GPU_MEM GB
+	$(PY) -m train.plan $(RECIPE) $(ARGS) --gpus $(GPUS) --gpu-mem $(GPU_MEM) $(if $(STRATEGY),--strategy $(STRATEGY))
+
+merge: $(STAMP) ## merge the adapter into the base: safetensors shards, tokenizer, model card, logits check
+	$(PY) -m train.merge $(RECIPE) $(ARGS)
+
+slurm: $(STAMP) ## render a SLURM batch script for NODES x GPUS (prints it; SUBMIT=1 runs sbatch)
+	$(PY) -m train.slurm $(RECIPE) $(ARGS) --nodes $(NODES) --gpus-per-node $(GPUS) $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(SUBMIT),--submit)
 
 eval: $(STAMP) ## evaluate base vs tuned on the held-out set
 	$(PY) -m eval $(RECIPE) $(ARGS)
@@ -52,11 +69,23 @@ demo: ## the embedded default: hotel-message extraction with SmolLM2-135M on CPU
 tiny-models: $(STAMP) ## build the tiny random test checkpoints (Qwen2.5, Qwen3, Qwen3-MoE, DeepSeek-V3)
 	$(PY) -m tailor.tiny_models
 
-test: $(STAMP) tiny-models ## the default test suite (under 15 minutes on 2 CPU cores)
+test: $(STAMP) browser tiny-models ## the default test suite (under 15 minutes on 2 CPU cores)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: $(STAMP) tiny-models ## the long tests (the full demo on SmolLM2)
+test-slow: $(STAMP) browser tiny-models ## the long tests (the full demo on SmolLM2)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-faults: $(STAMP) tiny-models ## fault injection: SIGKILL, full disk, concurrent runs, bad-input corpus
+	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
+
+bench: $(STAMP) tiny-models ## training throughput: tailor defaults vs plain trl (tiny model on CPU; BENCH_ARGS for GPUs)
+	$(PY) -m train.bench $(BENCH_ARGS)
+
+bench-eval: $(STAMP) ## eval generation throughput: batched vs a per-row generate loop (real SmolLM2)
+	$(PY) -m eval.bench $(BENCH_ARGS)
+
+compare: $(STAMP) browser ## compare run folders (RUNS="runs/a runs/b" or globs): terminal table + compare.html
+	$(PY) -m tailor.compare $(RUNS) $(COMPARE_ARGS)
 
 bench-data: $(STAMP) tiny-models ## data-prep throughput vs trl on 200k generated rows (appends to BENCHMARKS.md)
 	$(PY) -m data_prep.bench $(BENCH_ARGS)
