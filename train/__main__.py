@@ -1,28 +1,78 @@
-"""`python -m train RECIPE [key=value ...] [--gpus N]`: check inputs, then `accelerate launch` the trainer."""
+"""`python -m train RECIPE [key=value ...] [--gpus N] [--strategy S] [--nodes M ...]`: check, then `accelerate launch`.
+
+Everything that can be refused is refused here, before any model is loaded: missing or stale data, a strategy that
+does not fit the machine. The training processes run in their own process group; SIGTERM/SIGUSR1 sent to this
+launcher (what schedulers send before preemption) become a STOP request that the processes honour at the next step
+end, saving a checkpoint and exiting with code 75. A failed multi-process run is explained from the per-rank
+heartbeats: the rank that stopped making progress is named.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from tailor.cli import recipe_parser, run_cli
 from tailor.errors import TailorError
 from tailor.schema import Recipe
+from train.launch import PREEMPTED_EXIT_CODE, Launch, check_launch, launch_command, render_profile, resolve_strategy
 
 
-def launch_command(args: argparse.Namespace, gpus_visible: int) -> list[str]:
-    """The `accelerate launch` command line for N processes (GPUs when present, else CPU processes with gloo)."""
-    processes = args.gpus
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1",
-               "--num_processes", str(processes), "--dynamo_backend", "no", "--mixed_precision", "no"]
-    if processes > 1:
-        command.append("--multi_gpu")  # torchrun-style launcher; without GPUs each process uses gloo on CPU
-    elif gpus_visible == 0:
-        command.append("--cpu")
-    command += ["-m", "train.run", args.recipe, *args.overrides]
-    return command
+def launch_from_args(recipe: Recipe, args: argparse.Namespace) -> Launch:
+    return Launch(strategy=resolve_strategy(recipe, args.strategy, args.gpus * args.nodes),
+                  processes_per_node=args.gpus, nodes=args.nodes, node_rank=args.node_rank,
+                  main_ip=args.main_ip, main_port=args.main_port)
+
+
+def child_env(launch: Launch, gpus_visible: int, launch_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TAILOR_STRATEGY": launch.strategy,
+           # NCCL flight recorder: on a collective timeout each rank dumps its last collectives here
+           "TORCH_NCCL_TRACE_BUFFER_SIZE": os.environ.get("TORCH_NCCL_TRACE_BUFFER_SIZE", "2000"),
+           "TORCH_NCCL_DUMP_ON_TIMEOUT": os.environ.get("TORCH_NCCL_DUMP_ON_TIMEOUT", "1"),
+           "TORCH_FR_DUMP_TEMP_FILE": str(launch_dir / "nccl_trace_rank_")}
+    if not gpus_visible and "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // launch.processes_per_node))
+    return env
+
+
+def run_launch(command: list[str], env: dict[str, str], stop_file: Path) -> int:
+    """Run the launcher in its own process group; SIGTERM/SIGUSR1 here -> STOP file; Ctrl-C -> forwarded."""
+    stop_file.unlink(missing_ok=True)
+    child = subprocess.Popen(command, env=env, start_new_session=True)
+
+    def request_stop(signum, frame) -> None:
+        stop_file.parent.mkdir(parents=True, exist_ok=True)
+        stop_file.write_text(f"signal {signum}\n")
+        print(f"train: got signal {signum}: saving a checkpoint at the end of the current step, then stopping",
+              flush=True)
+
+    def interrupt(signum, frame) -> None:
+        os.killpg(child.pid, signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def explain_failure(code: int, launch_dir: Path) -> str:
+    from train.callbacks import read_heartbeats, stalled_ranks
+
+    message = f"training failed (exit code {code})"
+    stalled = stalled_ranks(read_heartbeats(launch_dir))
+    if stalled:
+        message += f"; {stalled} A collective timed out waiting for it (training.collective_timeout_s)"
+        traces = sorted(launch_dir.glob("nccl_trace_rank_*"))
+        if traces:
+            message += f"; NCCL flight-recorder dumps: {', '.join(str(t) for t in traces)}"
+    return message + ". The traceback of the failing rank is above."
 
 
 def stage(recipe: Recipe, args: argparse.Namespace) -> None:
@@ -31,24 +81,48 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
     from data_prep.prepare import check_prepared_data
     from tailor.runs import run_paths
 
-    check_prepared_data(recipe, run_paths(recipe))
+    paths = run_paths(recipe)
+    check_prepared_data(recipe, paths)
     visible = torch.cuda.device_count()
-    if args.gpus < 1:
-        raise TailorError(f"GPUS={args.gpus}: need at least one process.")
-    if visible and args.gpus > visible:
-        raise TailorError(f"GPUS={args.gpus} but only {visible} GPU(s) are visible; use GPUS={visible} or fewer.")
-    command = launch_command(args, visible)
+    launch = launch_from_args(recipe, args)
+    check_launch(recipe, launch, visible)
+    if visible:
+        _check_memory(recipe, launch, visible)
+    profile = render_profile(launch, paths)
+    command = launch_command(launch, profile, visible, args.recipe, args.overrides)
     print("+ " + " ".join(command), flush=True)
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    code = subprocess.call(command, env=env)
+    launch_dir = paths.root / "launch"
+    code = run_launch(command, child_env(launch, visible, launch_dir), launch_dir / "STOP")
+    if code == PREEMPTED_EXIT_CODE:
+        print(f"train: preempted; checkpoint saved. Exit code {PREEMPTED_EXIT_CODE}: run the same command to resume.")
+        sys.exit(PREEMPTED_EXIT_CODE)
     if code:
-        sys.exit(code)
+        print(f"error: {explain_failure(code, launch_dir)}", file=sys.stderr)
+        sys.exit(code if code > 0 else 1)
+
+
+def _check_memory(recipe: Recipe, launch: Launch, visible: int) -> None:
+    """On GPU machines, refuse a recipe the memory planner says will not fit (before loading anything)."""
+    try:
+        from train.plan import check_fits
+    except ImportError:
+        return
+    import torch
+
+    gpu_mem_gb = torch.cuda.get_device_properties(0).total_memory / 2**30
+    check_fits(recipe, launch.world_size, gpu_mem_gb, launch.strategy)
 
 
 def main() -> None:
     parser = recipe_parser("Fine-tune an adapter with accelerate launch.")
     parser.add_argument("--gpus", type=int, default=int(os.environ.get("GPUS") or 1),
-                        help="number of processes (GPUs; CPU processes when no GPU is present)")
+                        help="processes per node (GPUs; CPU processes when no GPU is present)")
+    parser.add_argument("--strategy", default=os.environ.get("STRATEGY") or None,
+                        help="single | ddp | fsdp | zero2 | zero3 (default: the recipe's training.strategy)")
+    parser.add_argument("--nodes", type=int, default=1, help="number of nodes (multi-node: see make slurm)")
+    parser.add_argument("--node-rank", type=int, default=0, help="this node's rank (0 = the rendezvous node)")
+    parser.add_argument("--main-ip", default=None, help="address of node 0 (multi-node)")
+    parser.add_argument("--main-port", type=int, default=29500)
     run_cli(stage, parser)
 
 

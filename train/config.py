@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 from tailor.runs import RunPaths
@@ -28,7 +29,31 @@ def lora_config(recipe: Recipe) -> "LoraConfig":
     )
 
 
-def sft_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, bf16: bool, report_to: list[str]) -> "SFTConfig":
+def optimizer_name(recipe: Recipe, on_gpu: bool, strategy: str = "single") -> str:
+    """auto: fused AdamW (one kernel for all LoRA tensors); QLoRA on GPUs: paged 8-bit AdamW (bitsandbytes),
+    except under DeepSpeed, which drives its own optimizer step."""
+    if recipe.training.optim != "auto":
+        return recipe.training.optim
+    if recipe.peft.method == "qlora" and on_gpu and not strategy.startswith("zero"):
+        return "paged_adamw_8bit"
+    return "adamw_torch_fused"
+
+
+def use_liger(recipe: Recipe, on_gpu: bool) -> bool:
+    """Liger fused kernels: `on` requires liger-kernel; `auto` uses them on GPUs when installed."""
+    installed = importlib.util.find_spec("liger_kernel") is not None
+    if recipe.training.liger == "on":
+        if not installed:
+            from tailor.errors import TailorError
+
+            raise TailorError("training.liger=on but liger-kernel is not installed: `.venv/bin/pip install "
+                              "liger-kernel`, or set training.liger=auto.")
+        return True
+    return recipe.training.liger == "auto" and installed and on_gpu
+
+
+def sft_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, bf16: bool, report_to: list[str],
+               strategy: str = "single", grad_accum: int | None = None) -> "SFTConfig":
     from trl import SFTConfig
 
     t = recipe.training
@@ -40,14 +65,17 @@ def sft_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, bf16: bool, repor
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
+        gradient_accumulation_steps=grad_accum or t.grad_accum,
         max_length=t.max_length,
         packing=t.packing,
+        padding_free=t.padding_free,
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        optim=t.optim,
+        optim=optimizer_name(recipe, on_gpu=not use_cpu, strategy=strategy),
+        use_liger_kernel=use_liger(recipe, on_gpu=not use_cpu),
+        torch_compile=t.torch_compile,
         logging_steps=t.logging_steps,
         logging_first_step=True,
         seed=t.seed,
@@ -55,12 +83,16 @@ def sft_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, bf16: bool, repor
         bf16=bf16,
         fp16=False,
         use_cpu=use_cpu,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        save_only_model=False,  # optimizer, scheduler, RNG and data position: an exact resume
         eval_strategy="no",
         report_to=report_to,
         run_name=f"{recipe.tracking.run_name or recipe.name}-train",
         dataset_num_proc=None,
         ddp_find_unused_parameters=False,
+        ddp_timeout=t.collective_timeout_s,
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=False,
     )

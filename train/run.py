@@ -9,17 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
+import sys
 import time
 from typing import Any
 
 from tailor.cli import recipe_parser, run_cli
-from tailor.runs import atomic_dir, run_paths, update_record
+from tailor.runs import RunPaths, atomic_dir, read_json, run_paths, update_record
 from tailor.schema import Recipe
 
 log = logging.getLogger(__name__)
 
 
-def build_trainer(recipe: Recipe) -> tuple[Any, Any, dict[str, Any]]:
+def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list | None = None
+                  ) -> tuple[Any, Any, dict[str, Any]]:
     """Seed, data, tokenizer, model, trainer: everything up to (not including) training. Returns
     (trainer, tokenizer, manifest)."""
     import torch
@@ -46,42 +50,72 @@ def build_trainer(recipe: Recipe) -> tuple[Any, Any, dict[str, Any]]:
         device_map = {"": PartialState().local_process_index}
     model = load_model(recipe.model, quantize_4bit=qlora, device_map=device_map)
     report_to = ["wandb"] if recipe.tracking.mode != "disabled" else ["none"]
+    args = sft_config(recipe, paths, use_cpu=use_cpu, bf16=_use_bf16(recipe, model), report_to=report_to,
+                      strategy=os.environ.get("TAILOR_STRATEGY", "single"), grad_accum=grad_accum)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(recipe, paths, use_cpu=use_cpu, bf16=_use_bf16(recipe, model), report_to=report_to),
+        args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(recipe),
+        callbacks=callbacks,
     )
     return trainer, tokenizer, manifest
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
-    """Fine-tune the adapter and save it (with tokenizer and resolved recipe) into the run folder."""
+    """Fine-tune the adapter (resuming this run's latest complete checkpoint) and save it into the run folder.
+
+    Returns the metrics; `metrics["preempted"]` is true when SIGTERM/SIGUSR1 stopped it after saving a checkpoint.
+    """
     from accelerate import PartialState
 
+    from data_prep.prepare import check_prepared_data
     from tailor.tracking import finish_stage, start_stage
+    from train import checkpoints
+    from train.callbacks import CheckpointMarker, Heartbeat, PreemptionStop
+
+    import torch
 
     paths = run_paths(recipe)
-    state = PartialState()
-    trainer, tokenizer, manifest = build_trainer(recipe)
-    run = start_stage(recipe, "train", {"data_hash": manifest["data_hash"]}) if state.is_main_process else None
+    state = PartialState(cpu=not torch.cuda.is_available())  # as the trainer will: gloo across CPU processes
+    world = state.num_processes
+    data_hash = check_prepared_data(recipe, paths)["data_hash"]
+    key = checkpoints.training_key(recipe, data_hash)
+    if _already_trained(paths, key, recipe):
+        return read_json(paths.adapter_dir / "train_metrics.json")
+
+    resume, grad_accum = _resume_point(recipe, paths, data_hash, world, state)
+    launch_dir = paths.root / "launch"
+    stop = PreemptionStop(launch_dir / "STOP")
+    marker = CheckpointMarker(lambda step: checkpoints.marker_info(recipe, data_hash, world, grad_accum, step))
+    callbacks = [stop, marker, Heartbeat(launch_dir, state.process_index)]
+    trainer, tokenizer, manifest = build_trainer(recipe, grad_accum=grad_accum, callbacks=callbacks)
+    run = start_stage(recipe, "train", {"data_hash": data_hash, "resumed_from": resume and resume.path.name}) \
+        if state.is_main_process else None
     started = time.time()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
     seconds = time.time() - started
 
     tokens_seen = _trained_tokens(trainer)
     metrics = {"train_loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
-               "world_size": state.num_processes, "tokens_seen": tokens_seen,
+               "world_size": world, "grad_accum": grad_accum,
+               "global_batch": recipe.training.batch_size * grad_accum * world, "tokens_seen": tokens_seen,
                "tokens_per_second": round(tokens_seen / seconds, 1) if seconds else None,
+               "resumed_from_step": resume.step if resume else None, "training_key": key,
+               "strategy": os.environ.get("TAILOR_STRATEGY", "single"),
                "loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
-    state.wait_for_everyone()
+    if stop.stopped_at is not None:
+        state.wait_for_everyone()
+        if state.is_main_process:
+            (launch_dir / "STOP").unlink(missing_ok=True)
+            finish_stage(run, {"preempted_at_step": stop.stopped_at})
+            print(f"train: stopped by {'signal' if stop.signalled else 'STOP file'} at step {stop.stopped_at}; "
+                  f"checkpoint saved in {paths.checkpoints_dir}. Run `make train` again to resume.", flush=True)
+        return {**metrics, "preempted": True}
+
+    _save_adapter(trainer, tokenizer, recipe, metrics, paths, state)
     if state.is_main_process:
-        with atomic_dir(paths.adapter_dir) as tmp:
-            trainer.model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            (tmp / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2) + "\n")
-            (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         summary = {k: v for k, v in metrics.items() if k != "loss_history"}
         update_record(paths, "train", summary)
         finish_stage(run, summary)
@@ -89,6 +123,64 @@ def train(recipe: Recipe) -> dict[str, Any]:
               f"{metrics['tokens_per_second']} tokens/s, adapter saved to {paths.adapter_dir}")
     state.wait_for_everyone()
     return metrics
+
+
+def _resume_point(recipe: Recipe, paths: RunPaths, data_hash: str, world: int, state: Any):
+    """(checkpoint to resume or None, grad_accum to use). Rank 0 tidies the folder; everyone reads the same answer."""
+    from train import checkpoints
+
+    if state.is_main_process:
+        if not recipe.training.resume:
+            checkpoints.discard(paths)
+        complete, incomplete = checkpoints.scan(paths)
+        moved = checkpoints.set_aside_incomplete(incomplete)
+        if moved:
+            print(f"train: skipped incomplete checkpoint(s) {', '.join(moved)} (half-written; kept for inspection)",
+                  flush=True)
+    state.wait_for_everyone()
+    complete, _ = checkpoints.scan(paths)
+    resume = checkpoints.choose_resume(recipe, data_hash, world, complete)
+    grad_accum = checkpoints.resume_accum(recipe, resume, world) if resume else recipe.training.grad_accum
+    if resume and state.is_main_process:
+        note = ""
+        if grad_accum != recipe.training.grad_accum:
+            note = (f" on {world} process(es) with grad_accum {grad_accum} (was {resume.info['world_size']} x "
+                    f"accum {resume.info['grad_accum']}), same global batch {resume.info['global_batch']}")
+        print(f"train: resuming from {resume.path} (step {resume.step}){note}", flush=True)
+    return resume, grad_accum
+
+
+def _already_trained(paths: RunPaths, key: str, recipe: Recipe) -> bool:
+    """A finished adapter from the same settings and data: nothing to do (training.resume=false retrains)."""
+    metrics = paths.adapter_dir / "train_metrics.json"
+    if not (recipe.training.resume and metrics.is_file()):
+        return False
+    try:
+        done = read_json(metrics).get("training_key") == key
+    except ValueError:
+        return False
+    if done:
+        print(f"train: {paths.adapter_dir} is already trained with these settings and data; nothing to do "
+              "(ARGS=\"training.resume=false\" trains again).", flush=True)
+    return done
+
+
+def _save_adapter(trainer: Any, tokenizer: Any, recipe: Recipe, metrics: dict, paths: RunPaths, state: Any) -> None:
+    """Every rank takes part (FSDP/ZeRO gather the adapter); rank 0 writes it whole, then renames into place."""
+    staging = paths.root / ".adapter.staging"
+    if state.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    state.wait_for_everyone()
+    trainer.save_model(str(staging))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        with atomic_dir(paths.adapter_dir) as tmp:
+            for item in staging.iterdir():
+                shutil.move(str(item), tmp / item.name)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2) + "\n")
+            (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _use_bf16(recipe: Recipe, model: Any) -> bool:
@@ -105,7 +197,10 @@ def _trained_tokens(trainer: Any) -> int:
 
 
 def stage(recipe: Recipe, args: argparse.Namespace) -> None:
-    train(recipe)
+    from train.launch import PREEMPTED_EXIT_CODE
+
+    if train(recipe).get("preempted"):
+        sys.exit(PREEMPTED_EXIT_CODE)
 
 
 def main() -> None:

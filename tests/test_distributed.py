@@ -1,0 +1,199 @@
+"""Real multi-process training on CPU (gloo): DDP and FSDP2 match one process at the same global batch; SIGTERM
+saves a checkpoint and the resumed run ends with the same adapter; a 2-process run resumes on 1 process; QLoRA + FSDP2.
+
+Every run goes through `python -m train` (the launcher users call), so the real `accelerate launch` is exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, chat_rows, write, write_jsonl
+from data_prep.prepare import prepare
+from tailor.recipe import load_recipe
+from tailor.runs import read_json, run_paths
+from train.launch import PREEMPTED_EXIT_CODE
+
+STEPS = 5  # 5 x global batch 8 = 40 rows <= the 41+ training rows: no partial (padded) last batch
+# Losses of different process counts agree to float-summation order; adapters after 6 steps at lr 5e-3 to this.
+LOSS_TOL = 2e-3
+WEIGHT_TOL = 2e-4
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tiny_qwen25: Path) -> Path:
+    """One prepared data set shared by all runs of this module (runs differ only in name and launch)."""
+    root = tmp_path_factory.mktemp("dist")
+    write_jsonl(root / "chat.jsonl", chat_rows(64))
+    write(root / "base.yaml", f"""
+        name: base
+        output_dir: {root / 'runs'}
+        model:
+          name_or_path: {tiny_qwen25}
+        data:
+          sources:
+            - path: chat.jsonl
+          heldout_fraction: 0.25
+        peft:
+          dropout: 0.0
+        training:
+          max_steps: {STEPS}
+          batch_size: 4
+          grad_accum: 2
+          max_length: 64
+          logging_steps: 1
+          save_steps: 2
+          lr: 5.0e-3
+          warmup_ratio: 0
+        tracking:
+          mode: disabled
+    """)
+    return root
+
+
+def recipe_for(workdir: Path, name: str, *extra: str) -> tuple[Path, list[str]]:
+    overrides = [f"name={name}", *extra]
+    prepare(load_recipe(workdir / "base.yaml", overrides))
+    return workdir / "base.yaml", overrides
+
+
+def launch(path: Path, overrides: list[str], *args: str, env: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "train", str(path), *overrides, *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run(path: Path, overrides: list[str], *args: str) -> str:
+    process = launch(path, overrides, *args)
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, out[-4000:]
+    return out
+
+
+def metrics(workdir: Path, name: str) -> dict:
+    return read_json(workdir / "runs" / name / "adapter" / "train_metrics.json")
+
+
+def adapter(workdir: Path, name: str) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(workdir / "runs" / name / "adapter" / "adapter_model.safetensors")
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.fixture(scope="module")
+def single(workdir: Path) -> dict:
+    """The reference: one process, batch 4 x grad_accum 2 = global batch 8."""
+    path, overrides = recipe_for(workdir, "single")
+    run(path, overrides)
+    return metrics(workdir, "single")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_process_at_the_same_global_batch(workdir, single, strategy) -> None:
+    path, overrides = recipe_for(workdir, strategy, "training.grad_accum=1")  # 2 processes x 4 x 1 = 8
+    out = run(path, overrides, "--gpus", "2", "--strategy", strategy)
+    result = metrics(workdir, strategy)
+    assert result["world_size"] == 2 and result["global_batch"] == single["global_batch"] == 8
+    assert result["strategy"] == strategy and "--num_processes 2" in out
+    assert result["loss_history"] == pytest.approx(single["loss_history"], abs=LOSS_TOL)
+    assert max_diff(adapter(workdir, strategy), adapter(workdir, "single")) < WEIGHT_TOL
+    config = (workdir / "runs" / strategy / "launch" / "accelerate.yaml").read_text()
+    assert ("distributed_type: FSDP" in config) == (strategy == "fsdp")
+
+
+def wait_for_checkpoint(workdir: Path, name: str, process: subprocess.Popen, step: int) -> None:
+    marker = workdir / "runs" / name / "checkpoints" / f"checkpoint-{step}" / "tailor_checkpoint.json"
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()[0][-4000:]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+
+
+def interrupt(workdir: Path, name: str, process: subprocess.Popen, sig: int) -> str:
+    wait_for_checkpoint(workdir, name, process, 2)
+    process.send_signal(sig)
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == PREEMPTED_EXIT_CODE, out[-4000:]
+    assert "checkpoint saved" in out
+    assert not (workdir / "runs" / name / "adapter").exists()  # stopped before the end: no adapter yet
+    return out
+
+
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_matches(workdir, single) -> None:
+    path, overrides = recipe_for(workdir, "preempted")
+    interrupt(workdir, "preempted", launch(path, overrides), signal.SIGTERM)
+    out = run(path, overrides)
+    assert "resuming from" in out
+    result = metrics(workdir, "preempted")
+    assert 2 <= result["resumed_from_step"] < STEPS and result["steps"] == STEPS
+    assert max_diff(adapter(workdir, "preempted"), adapter(workdir, "single")) < WEIGHT_TOL
+    again = run(path, overrides)  # finished: a rerun does nothing
+    assert "already trained" in again
+
+
+def test_two_process_run_resumes_on_one_process_with_the_same_global_batch(workdir, single) -> None:
+    path, overrides = recipe_for(workdir, "shrink", "training.grad_accum=1")
+    interrupt(workdir, "shrink", launch(path, overrides, "--gpus", "2"), signal.SIGUSR1)
+    out = run(path, overrides)  # now on one process: grad_accum becomes 2 to keep the global batch of 8
+    assert "with grad_accum 2 (was 2 x accum 1), same global batch 8" in out
+    result = metrics(workdir, "shrink")
+    assert result["world_size"] == 1 and result["grad_accum"] == 2 and result["steps"] == STEPS
+    assert max_diff(adapter(workdir, "shrink"), adapter(workdir, "single")) < WEIGHT_TOL
+
+
+def test_resume_with_other_settings_is_refused_and_resume_false_starts_over(workdir) -> None:
+    path, overrides = recipe_for(workdir, "changed")
+    interrupt(workdir, "changed", launch(path, overrides), signal.SIGTERM)
+    process = launch(path, [*overrides, "training.lr=1e-3"])
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode != 0 and "training.lr: 0.005 -> 0.001" in out and "training.resume=false" in out
+    out = run(path, [*overrides, "training.lr=1e-3", "training.resume=false"])
+    assert "resuming" not in out and metrics(workdir, "changed")["resumed_from_step"] is None
+
+
+def test_half_written_checkpoint_is_skipped(workdir, single) -> None:
+    path, overrides = recipe_for(workdir, "torn")
+    interrupt(workdir, "torn", launch(path, overrides), signal.SIGTERM)
+    checkpoints = workdir / "runs" / "torn" / "checkpoints"
+    latest = max((p for p in checkpoints.glob("checkpoint-*")), key=lambda p: int(p.name.split("-")[1]))
+    (latest / "tailor_checkpoint.json").unlink()  # as if killed while saving
+    (latest / "optimizer.pt").write_bytes(b"truncated")
+    out = run(path, overrides)
+    assert f"skipped incomplete checkpoint(s) .incomplete-{latest.name}" in out
+    assert (checkpoints / f".incomplete-{latest.name}").is_dir()
+    assert metrics(workdir, "torn")["resumed_from_step"] < int(latest.name.split("-")[1])
+    assert max_diff(adapter(workdir, "torn"), adapter(workdir, "single")) < WEIGHT_TOL
+
+
+def test_qlora_with_fsdp2_trains_with_a_finite_loss(workdir, tiny_qwen3: Path) -> None:
+    path, overrides = recipe_for(workdir, "qlora-fsdp", "peft.method=qlora", f"model.name_or_path={tiny_qwen3}",
+                                 "training.grad_accum=1", "training.max_steps=2")
+    run(path, overrides, "--gpus", "2", "--strategy", "fsdp")
+    result = metrics(workdir, "qlora-fsdp")
+    assert result["world_size"] == 2 and result["steps"] == 2
+    assert all(loss == loss and abs(loss) < 1e3 for loss in result["loss_history"])  # finite, not NaN
+    config = json.loads((workdir / "runs" / "qlora-fsdp" / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 16
+
+
+def test_a_stalled_rank_is_named_when_the_collective_times_out(workdir) -> None:
+    """Rank 1 stops after step 2 (fault injection); rank 0 times out in the next collective after 10 s."""
+    path, overrides = recipe_for(workdir, "stall", "training.grad_accum=1", "training.collective_timeout_s=10")
+    process = launch(path, overrides, "--gpus", "2", env={"TAILOR_FAULT_STALL": "1:2:40"})
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode not in (0, PREEMPTED_EXIT_CODE), out[-3000:]
+    assert "stalled: rank 1 (host" in out and "finished step 2" in out and "had started step 3" in out, out[-3000:]

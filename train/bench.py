@@ -1,0 +1,527 @@
+"""`make bench`: training throughput of tailor's defaults vs a plain trl baseline, LoRA and QLoRA, same run.
+
+    python -m train.bench [--model tiny|test|qwen2.5-0.5b|qwen2.5-7b|qwen3-8b] [--seq N] [--steps N]
+                          [--warmup N] [--methods lora qlora] [--batch N] [--set key=value ...] [--no-record]
+
+Both rows train the same adapter (the recipe's peft section: r 16, alpha 32, all linear layers) for a fixed number
+of steps on the same synthetic token rows: lengths from a seeded log-normal (median seq/8, sigma 1) clipped to
+[64, seq], random token ids, the loss on the second half of each row (the "assistant" part).
+
+- tailor: a recipe with tailor's defaults (plus `--set` overrides), trainer built by `train.run.build_trainer`,
+  exactly as `make train` builds it (the synthetic rows are written as the run's prepared data).
+- baseline: what a plain trl script does: `AutoModelForCausalLM.from_pretrained` (+ the usual NF4
+  `BitsAndBytesConfig` for QLoRA), peft `LoraConfig` with the same adapter, `SFTTrainer` with trl's default
+  `SFTConfig` (no packing, no Liger, trl's default gradient checkpointing, per-row padding, micro batch 8); only
+  the output folder, max_steps, max_length = seq and the CPU switch are set.
+
+Each row runs in its own process (peak memory per row, no kernel patch leaking into the next row). Reported:
+trained tokens/s (non-padding input tokens, after the warmup steps), median step time, peak memory
+(torch.cuda.max_memory_allocated on GPUs, peak RSS of the process on CPU), MFU (FLOP count in train/flops.py,
+over the GPU's bf16 peak from a table, or over this CPU's measured matrix-product peak), and tailor/baseline.
+Models have random weights from tailor/arch_configs/*.json (throughput does not depend on the weights), built once
+into .cache/bench-models/. Results append to BENCHMARKS.md unless --no-record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from tailor.errors import TailorError
+from tailor.runs import atomic_dir, atomic_write_json, atomic_write_text
+from train.flops import effective_length, flops_per_token, gpu_peak_flops, measure_matmul_peak, shape_from_config
+
+ARCH_DIR = Path(__file__).resolve().parents[1] / "tailor" / "arch_configs"
+BENCHMARKS = Path("BENCHMARKS.md")
+SECTION = "## Training throughput: tailor vs plain trl (`make bench`)"
+TOKEN_ID_LIMIT = 151643  # ordinary BPE ids of the Qwen tokenizer: no special or pad token among the random rows
+
+# A small Qwen2 for CPU runs: big enough that matrix products, not Python overhead, take the time; real vocabulary.
+TINY_CONFIG: dict[str, Any] = {
+    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu", "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0, "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,
+    "tie_word_embeddings": True, "use_sliding_window": False, "bos_token_id": 151643, "eos_token_id": 151645,
+    "torch_dtype": "bfloat16",
+}
+
+
+# ------------------------------------------------------------------------------------------------ models and data
+
+def model_names() -> list[str]:
+    return ["tiny", "test", *sorted(p.stem for p in ARCH_DIR.glob("*.json"))]
+
+
+def bench_model_config(name: str) -> dict[str, Any]:
+    """config.json contents of a bench model: the CPU `tiny` one or a shipped architecture config."""
+    if name == "tiny":
+        return dict(TINY_CONFIG)
+    path = ARCH_DIR / f"{name}.json"
+    if not path.is_file():
+        raise TailorError(f"--model {name}: unknown; choose one of {', '.join(model_names())}.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def ensure_bench_model(name: str) -> Path:
+    """A checkpoint folder with random weights (seeded, bf16 like the real checkpoints) and the real Qwen tokenizer,
+    built once into `.cache/bench-models/<name>`; `test` is the tiny Qwen2.5 test checkpoint."""
+    from tailor.models import cache_dir
+    from tailor.tiny_models import ensure_tiny_model
+
+    if name == "test":
+        return ensure_tiny_model("qwen2.5")
+    config_dict = bench_model_config(name)
+    shape_from_config(config_dict)  # refuse what the FLOP count cannot describe before building anything
+    target = cache_dir() / "bench-models" / name
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer_source = ensure_tiny_model("qwen3" if config_dict["model_type"].startswith("qwen3") else "qwen2.5")
+    config = AutoConfig.for_model(**config_dict)
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"building random-weight {name} checkpoint in {target} (once)", flush=True)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(tmp)
+    del model
+    return target
+
+
+def synthetic_lengths(rows: int, seq: int, seed: int = 0) -> list[int]:
+    """Row lengths of a realistic SFT mix: log-normal, median seq/8, sigma 1, clipped to [64, seq]."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.lognormal(mean=math.log(seq / 8), sigma=1.0, size=rows)
+    return [int(n) for n in np.clip(lengths, min(64, seq), seq)]
+
+
+def write_rows(path: Path, lengths: list[int], seed: int = 0) -> None:
+    """Random token rows as prepared data (input_ids, assistant_masks: the loss on the second half)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed + 1)
+    ids = [rng.integers(0, TOKEN_ID_LIMIT, size=n, dtype=np.int64).tolist() for n in lengths]
+    masks = [[0] * (n // 2) + [1] * (n - n // 2) for n in lengths]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"input_ids": ids, "assistant_masks": masks}), path)
+
+
+def rows_needed(steps: int, batch: int, seq: int, mean_length: float) -> int:
+    """Enough rows for `steps` full micro batches, padded or packed into seq-long sequences."""
+    packed = math.ceil(1.3 * steps * batch * seq / mean_length)
+    return max(2 * steps * batch, packed) + 8
+
+
+# ------------------------------------------------------------------------------------------------ one row
+
+def bench_recipe_file(workdir: Path, model_dir: Path, data: Path) -> Path:
+    """A recipe with tailor's defaults, pointing at the bench model; data is written as prepared data later."""
+    path = workdir / "bench-recipe.yaml"
+    recipe = {"name": "bench", "output_dir": str(workdir / "runs"), "model": {"name_or_path": str(model_dir)},
+              "data": {"sources": [{"path": str(data)}]}, "tracking": {"mode": "disabled"}}
+    atomic_write_text(path, json.dumps(recipe, indent=2) + "\n")
+    return path
+
+
+def row_overrides(spec: dict[str, Any]) -> list[str]:
+    """Settings every tailor row gets: the method, the step count, the sequence length, then the user's."""
+    batch = [f"training.batch_size={spec['batch']}"] if spec.get("batch") else []
+    return [f"name=bench-{spec['method']}", f"peft.method={spec['method']}",
+            f"training.max_steps={spec['warmup'] + spec['steps']}", f"training.max_length={spec['seq']}",
+            "training.warmup_ratio=0", *batch, *spec["overrides"]]
+
+
+def tailor_trainer(spec: dict[str, Any]) -> Any:
+    """tailor's trainer, built by train.run.build_trainer from a recipe whose prepared data are the bench rows."""
+    import shutil
+
+    from data_prep.prepare import data_hash
+    from tailor.recipe import load_recipe
+    from tailor.runs import run_paths
+    from train.run import build_trainer
+
+    recipe = load_recipe(spec["recipe"], row_overrides(spec))
+    paths = run_paths(recipe)
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec["data"], paths.train_data)
+    atomic_write_json(paths.manifest, {"data_hash": data_hash(recipe), "synthetic": True})
+    trainer, _, _ = build_trainer(recipe)
+    return trainer
+
+
+def baseline_trainer(spec: dict[str, Any]) -> Any:
+    """A plain trl script: from_pretrained, LoraConfig (same adapter), SFTTrainer with trl's default SFTConfig."""
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from tailor.recipe import load_recipe
+
+    peft = load_recipe(spec["recipe"], row_overrides(spec)).peft
+    gpu = torch.cuda.is_available()
+    kwargs: dict[str, Any] = {}
+    if spec["method"] == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+        if gpu:
+            kwargs["device_map"] = {"": 0}
+    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
+    dataset = load_dataset("parquet", data_files=spec["data"], split="train")
+    batch = {"per_device_train_batch_size": spec["batch"]} if spec.get("batch") else {}
+    args = SFTConfig(output_dir=str(Path(spec["workdir"]) / "baseline"), max_steps=spec["warmup"] + spec["steps"],
+                     max_length=spec["seq"], use_cpu=not gpu, report_to="none", save_strategy="no",
+                     include_num_input_tokens_seen="non_padding", disable_tqdm=True, **batch)
+    lora = LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout,
+                      target_modules=peft.target_modules, task_type="CAUSAL_LM")
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+
+
+def make_step_timer(sync: Any) -> Any:
+    """A callback that stamps the end of each optimizer step and the input tokens seen so far."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.stamps: list[tuple[float, int]] = []
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            sync()
+            self.stamps = [(time.perf_counter(), int(state.num_input_tokens_seen or 0))]
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            sync()
+            self.stamps.append((time.perf_counter(), int(state.num_input_tokens_seen or 0)))
+
+    return StepTimer()
+
+
+def trainer_settings(trainer: Any) -> dict[str, Any]:
+    """The trainer facts that decide speed, read from the built trainer (not from what we asked for)."""
+    args, model = trainer.args, trainer.model
+    config = getattr(model, "config", None)
+    settings = {"batch": args.per_device_train_batch_size, "grad_accum": args.gradient_accumulation_steps,
+                "packing": bool(getattr(args, "packing", False)), "padding_free": bool(trainer.padding_free),
+                "gradient_checkpointing": bool(args.gradient_checkpointing), "bf16": bool(args.bf16),
+                "optim": str(getattr(args.optim, "value", args.optim)),
+                "liger": bool(getattr(args, "use_liger_kernel", False)), "torch_compile": bool(args.torch_compile),
+                "attn": getattr(config, "_attn_implementation", None)}
+    return settings
+
+
+def compute_dtype(trainer: Any) -> str:
+    """bfloat16 when the matrix products run in bf16 (autocast, bf16 weights or bf16 NF4 compute), else float32."""
+    import torch
+
+    model = trainer.model
+    quant = getattr(getattr(model, "config", None), "quantization_config", None)
+    quant_dtype = quant.get("bnb_4bit_compute_dtype") if isinstance(quant, dict) else \
+        getattr(quant, "bnb_4bit_compute_dtype", None)
+    if trainer.args.bf16 or model.dtype == torch.bfloat16 or str(quant_dtype).endswith("bfloat16"):
+        return "bfloat16"
+    return "float32"
+
+
+def run_row(spec: dict[str, Any]) -> dict[str, Any]:
+    """Build one trainer (tailor or baseline), train warmup + steps, and measure."""
+    import resource
+
+    import torch
+
+    gpu = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    result: dict[str, Any] = {"side": spec["side"], "method": spec["method"]}
+    trainer = (tailor_trainer if spec["side"] == "tailor" else baseline_trainer)(spec)
+    result["settings"] = trainer_settings(trainer)
+    result["dtype"] = compute_dtype(trainer)
+    timer = make_step_timer(sync)
+    trainer.add_callback(timer)
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        if spec.get("profile"):
+            output = profile_training(trainer, Path(spec["profile"]), f"{spec['side']}-{spec['method']}")
+        else:
+            output = trainer.train()
+    except torch.OutOfMemoryError as err:
+        result["error"] = f"out of memory: {str(err).splitlines()[0][:160]}"
+        return result
+    result["loss"] = float(output.training_loss)
+    result["peak_memory"] = (torch.cuda.max_memory_allocated() if gpu
+                             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    stamps = timer.stamps
+    warmup = min(spec["warmup"], len(stamps) - 2)
+    steps = [b[0] - a[0] for a, b in zip(stamps[warmup:], stamps[warmup + 1:])]
+    tokens = [b[1] - a[1] for a, b in zip(stamps[warmup:], stamps[warmup + 1:])]
+    result.update(steps_measured=len(steps), step_seconds=sorted(steps)[len(steps) // 2],
+                  tokens_per_step=sum(tokens) / len(steps), tokens_per_second=sum(tokens) / sum(steps))
+    shape = shape_from_config(json.loads((Path(spec["model_dir"]) / "config.json").read_text()))
+    peft = trainer.model.peft_config["default"]
+    targets = "all-linear" if peft.target_modules in ("all-linear", None) else sorted(peft.target_modules)
+    if isinstance(targets, list) and set(targets) >= {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                       "up_proj", "down_proj"}:
+        targets = "all-linear"  # peft resolves all-linear into the list of names
+    flops = flops_per_token(shape, peft.r, targets, spec["doc_length"], spec["loss_fraction"],
+                            result["settings"]["gradient_checkpointing"])
+    result["flops_per_token"] = flops.as_dict()
+    peak = spec["peaks"].get(result["dtype"])
+    result["mfu"] = result["tokens_per_second"] * flops.total / peak if peak else None
+    return result
+
+
+def profile_training(trainer: Any, folder: Path, label: str) -> Any:
+    """Train under torch.profiler; writes the top operators (self time) to folder/<label>.txt."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities, record_shapes=False) as prof:
+        output = trainer.train()
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    folder.mkdir(parents=True, exist_ok=True)
+    table = prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=60)
+    atomic_write_text(folder / f"{label}.txt", table + "\n")
+    return output
+
+
+def worker(spec_file: Path) -> None:
+    """Child-process entry: run one row, write its result JSON (errors included, so the parent can report them)."""
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    try:
+        result = run_row(spec)
+    except TailorError as err:
+        result = {"side": spec["side"], "method": spec["method"], "error": str(err)}
+    atomic_write_json(Path(spec["result"]), result)
+
+
+def run_isolated(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Run one row in a fresh Python process and read back its result."""
+    name = f"{spec['side']}-{spec['method']}"
+    spec_file = workdir / f"{name}.spec.json"
+    atomic_write_json(spec_file, spec)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    log = workdir / f"{name}.log"
+    with log.open("w") as handle:
+        code = subprocess.call([sys.executable, "-m", "train.bench", "--worker", str(spec_file)], stdout=handle,
+                               stderr=subprocess.STDOUT, env=env)
+    result_file = Path(spec["result"])
+    if code or not result_file.is_file():
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        return {"side": spec["side"], "method": spec["method"], "error": f"exit {code}: " + " | ".join(tail)[-600:]}
+    return json.loads(result_file.read_text())
+
+
+# ------------------------------------------------------------------------------------------------ the whole run
+
+def device_info() -> dict[str, Any]:
+    """What the numbers were measured on, and the peak FLOP/s per compute dtype."""
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        measured = measure_matmul_peak("cuda", "bfloat16")
+        spec = gpu_peak_flops(name)
+        return {"device": f"{name} (1 GPU)", "peaks": {"bfloat16": spec or measured},
+                "peak_note": (f"bf16 peak {spec / 1e12:.0f} TFLOP/s (data sheet)" if spec else
+                              "bf16 peak: not in the table, measured") +
+                             f"; measured 8192^3 bf16 matmul {measured / 1e12:.0f} TFLOP/s"}
+    threads = torch.get_num_threads()
+    peaks = {dtype: measure_matmul_peak("cpu", dtype) for dtype in ("float32", "bfloat16")}
+    return {"device": f"CPU {platform.processor() or platform.machine()}, {threads} threads", "peaks": peaks,
+            "peak_note": "measured 1024^3 matmul peak: " +
+                         ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())}
+
+
+def versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [f"python {platform.python_version()}"]
+    for package in ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "liger-kernel"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(parts)
+
+
+def defaults_for(gpu: bool) -> dict[str, Any]:
+    """CPU: the small model, short rows, few steps (under 5 minutes on 2 cores); GPU: the issue's 7B at 4096."""
+    if gpu:
+        return {"model": "qwen2.5-7b", "seq": 4096, "steps": 20, "warmup": 3}
+    return {"model": "tiny", "seq": 512, "steps": 6, "warmup": 2}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help=f"one of {', '.join(model_names())} (default: tiny on CPU, qwen2.5-7b "
+                        "on a GPU)")
+    parser.add_argument("--seq", type=int, help="max_length; rows are drawn up to this length (CPU 512, GPU 4096)")
+    parser.add_argument("--steps", type=int, help="measured optimizer steps per row (CPU 6, GPU 20)")
+    parser.add_argument("--warmup", type=int, help="steps run before measuring (CPU 2, GPU 3)")
+    parser.add_argument("--methods", nargs="+", choices=["lora", "qlora"], default=["lora", "qlora"])
+    parser.add_argument("--sides", nargs="+", choices=["tailor", "baseline"], default=["tailor", "baseline"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help="micro batch for both rows (default: each side's own default)")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="recipe overrides for the tailor rows, e.g. training.packing=true")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    parser.add_argument("--in-process", action="store_true", help="run the rows in this process (debugging; "
+                        "peak memory is then cumulative)")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="run under torch.profiler, write the top "
+                        "operators of each row to DIR/<side>-<method>.txt")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if args.worker:
+        worker(args.worker)
+        return
+    try:
+        bench(args, argv if argv is not None else sys.argv[1:])
+    except TailorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def bench(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
+    import torch
+
+    from tailor.recipe import load_recipe
+
+    gpu = torch.cuda.is_available()
+    for key, value in defaults_for(gpu).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.seq < 64 or args.steps < 1 or args.warmup < 0:
+        raise TailorError("--seq must be at least 64, --steps at least 1, --warmup at least 0.")
+    model_dir = ensure_bench_model(args.model)
+    info = device_info()
+    with tempfile.TemporaryDirectory(prefix="tailor-bench-") as tmp:
+        workdir = Path(tmp)
+        data = workdir / "rows.parquet"
+        recipe_file = bench_recipe_file(workdir, model_dir, data)
+        base_spec = {"model_dir": str(model_dir), "recipe": str(recipe_file), "data": str(data),
+                     "workdir": str(workdir), "seq": args.seq, "steps": args.steps, "warmup": args.warmup,
+                     "batch": args.batch, "overrides": args.overrides, "peaks": info["peaks"],
+                     "profile": str(args.profile.resolve()) if args.profile else None}
+        recipe = load_recipe(recipe_file, row_overrides({**base_spec, "method": "lora"}))  # fail early on typos
+        biggest_batch = max(args.batch or 0, recipe.training.batch_size, 8)
+        probe = synthetic_lengths(4096, args.seq)
+        lengths = synthetic_lengths(rows_needed(args.warmup + args.steps, biggest_batch, args.seq,
+                                                sum(probe) / len(probe)), args.seq)
+        write_rows(data, lengths)
+        base_spec["doc_length"] = effective_length(lengths)
+        base_spec["loss_fraction"] = sum(n - n // 2 for n in lengths) / sum(lengths)
+        print(header(args, model_dir, info, lengths, base_spec), flush=True)
+        results = []
+        for method in args.methods:
+            for side in args.sides:
+                spec = {**base_spec, "side": side, "method": method,
+                        "result": str(workdir / f"{side}-{method}.result.json")}
+                result = run_row(spec) if args.in_process else run_isolated(spec, workdir)
+                results.append(result)
+                print(format_row(result), flush=True)
+            print(format_ratio(results, method), flush=True)
+    if not args.no_record:
+        record(args, argv, info, results)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ reporting
+
+def header(args: argparse.Namespace, model_dir: Path, info: dict[str, Any], lengths: list[int],
+           spec: dict[str, Any]) -> str:
+    shape = shape_from_config(json.loads((model_dir / "config.json").read_text()))
+    mean = sum(lengths) / len(lengths)
+    return (f"bench: model {args.model} ({shape.layers} layers, hidden {shape.hidden}, "
+            f"{shape.layer_params / 1e6:,.1f}M layer + {shape.head_params / 1e6:,.1f}M head weights), "
+            f"seq {args.seq}, rows: mean {mean:.0f} tokens, effective attention length {spec['doc_length']:.0f}, "
+            f"loss on {spec['loss_fraction']:.0%}; {args.warmup} warmup + {args.steps} measured steps\n"
+            f"device: {info['device']}; {info['peak_note']}\n"
+            f"{'method':7} {'setup':9} {'batch':>5} {'tok/step':>9} {'step s':>8} {'tokens/s':>10} "
+            f"{'peak mem':>9} {'GFLOP/tok':>10} {'MFU':>6}  settings")
+
+
+def format_row(result: dict[str, Any]) -> str:
+    lead = f"{result['method']:7} {result['side']:9}"
+    if "error" in result:
+        return f"{lead} FAILED: {result['error']}"
+    s = result["settings"]
+    flags = ", ".join(f"{k}" if v is True else f"{k}={v}" for k, v in s.items()
+                      if k not in ("batch",) and v not in (False, None, 1))
+    mfu = f"{result['mfu']:.1%}" if result.get("mfu") is not None else "n/a"
+    return (f"{lead} {s['batch']:>5} {result['tokens_per_step']:>9,.0f} {result['step_seconds']:>8.3f} "
+            f"{result['tokens_per_second']:>10,.1f} {result['peak_memory'] / 2**30:>7.2f}GB "
+            f"{result['flops_per_token']['total'] / 1e9:>10.3f} {mfu:>6}  {result['dtype']}, {flags}")
+
+
+def ratio(results: list[dict[str, Any]], method: str) -> float | None:
+    rows = {r["side"]: r for r in results if r["method"] == method and "error" not in r}
+    if "tailor" in rows and "baseline" in rows and rows["baseline"]["tokens_per_second"]:
+        return rows["tailor"]["tokens_per_second"] / rows["baseline"]["tokens_per_second"]
+    return None
+
+
+def format_ratio(results: list[dict[str, Any]], method: str) -> str:
+    value = ratio(results, method)
+    return f"{method:7} ratio tailor/baseline tokens/s: " + (f"{value:.2f}x" if value is not None else "n/a")
+
+
+def record(args: argparse.Namespace, argv: list[str], info: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    """Append this run (device, versions, settings, date, command, one line per row) to BENCHMARKS.md, atomically."""
+    command = "python -m train.bench " + " ".join(shlex.quote(a) for a in argv)
+    lines = [f"\n### {date.today()}: {args.model}, seq {args.seq}, {info['device']}\n",
+             f"Command: `{command}` ({args.warmup} warmup + {args.steps} measured steps per row). "
+             f"{info['peak_note']}. Versions: {versions()}.\n",
+             "| method | setup | settings | batch | tokens/s | step (s) | peak memory | MFU | tailor/baseline |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['method']} | {r['side']} | | | failed: {r['error'][:120]} | | | | |")
+            continue
+        s = r["settings"]
+        settings = ", ".join([r["dtype"]] + [k if v is True else f"{k}={v}" for k, v in s.items()
+                                              if k != "batch" and v not in (False, None, 1)])
+        value = ratio(results, r["method"]) if r["side"] == "tailor" else None
+        lines.append(f"| {r['method']} | {r['side']} | {settings} | {s['batch']} | {r['tokens_per_second']:,.0f} | "
+                     f"{r['step_seconds']:.3f} | {r['peak_memory'] / 2**30:.2f} GB | "
+                     f"{'' if r.get('mfu') is None else format(r['mfu'], '.1%')} | "
+                     f"{'' if value is None else format(value, '.2f') + 'x'} |")
+    text = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else "# Benchmarks\n"
+    if SECTION not in text:
+        text += (f"\n{SECTION}\n\nSame adapter, same synthetic rows; tailor = the recipe defaults built by "
+                 "train.run.build_trainer, baseline = plain trl SFTTrainer defaults. tokens/s = non-padding input "
+                 "tokens after the warmup steps; MFU with the FLOP count of train/flops.py (docs/benchmarking.md).\n")
+    atomic_write_text(BENCHMARKS, text + "\n".join(lines) + "\n")
+    print(f"recorded in {BENCHMARKS}")
+
+
+if __name__ == "__main__":
+    main()

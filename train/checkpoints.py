@@ -1,0 +1,131 @@
+"""Checkpoints of a run: which are complete, which one to resume from, and whether resuming is allowed.
+
+The trainer writes `checkpoints/checkpoint-<step>/` (adapter, optimizer, scheduler, RNG, trainer state with the data
+position). A checkpoint only counts once tailor has written `tailor_checkpoint.json` into it, after the trainer
+finished saving; a folder without it (a crash or SIGKILL mid-save) is moved aside as `.incomplete-checkpoint-<step>`
+and reported, never resumed from. The marker also records the settings and the global batch, so a resume with other
+settings is refused and a resume on another number of processes keeps the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tailor.errors import TailorError
+from tailor.recipe import _hash_json
+from tailor.runs import RunPaths, atomic_write_json, read_json
+from tailor.schema import Recipe
+
+MARKER = "tailor_checkpoint.json"
+# Training keys that change neither the maths nor the data order: resuming with other values is fine.
+RESUMABLE_CHANGES = {"logging_steps", "save_steps", "save_total_limit", "resume", "collective_timeout_s", "strategy",
+                     "batch_size", "grad_accum", "torch_compile", "liger"}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    step: int
+    info: dict[str, Any]
+
+
+def training_key(recipe: Recipe, data_hash: str) -> str:
+    """Hash of everything that defines the trained adapter except how the work is split across processes."""
+    training = {k: v for k, v in recipe.training.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
+    return _hash_json({"model": recipe.model.model_dump(mode="json"), "peft": recipe.peft.model_dump(mode="json"),
+                       "training": training, "data_hash": data_hash})
+
+
+def marker_info(recipe: Recipe, data_hash: str, world_size: int, grad_accum: int, step: int) -> dict[str, Any]:
+    """What a complete checkpoint records about the run that made it."""
+    batch = recipe.training.batch_size
+    return {"step": step, "training_key": training_key(recipe, data_hash), "world_size": world_size,
+            "batch_size": batch, "grad_accum": grad_accum, "global_batch": batch * grad_accum * world_size,
+            "recipe": recipe.model_dump(mode="json")}
+
+
+def mark_complete(checkpoint: Path, info: dict[str, Any]) -> None:
+    atomic_write_json(checkpoint / MARKER, info)
+
+
+def scan(paths: RunPaths) -> tuple[list[Checkpoint], list[Path]]:
+    """Complete checkpoints (oldest first) and incomplete checkpoint folders."""
+    complete, incomplete = [], []
+    if not paths.checkpoints_dir.is_dir():
+        return complete, incomplete
+    for folder in paths.checkpoints_dir.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+        if not match or not folder.is_dir():
+            continue
+        try:
+            info = read_json(folder / MARKER)
+            complete.append(Checkpoint(folder, int(match.group(1)), info))
+        except (OSError, ValueError):
+            incomplete.append(folder)
+    return sorted(complete, key=lambda c: c.step), incomplete
+
+
+def set_aside_incomplete(incomplete: list[Path]) -> list[str]:
+    """Hide half-written checkpoints from the trainer (kept for inspection, never resumed from)."""
+    moved = []
+    for folder in incomplete:
+        target = folder.with_name(f".incomplete-{folder.name}")
+        if target.exists():
+            shutil.rmtree(target)
+        folder.rename(target)
+        moved.append(target.name)
+    return moved
+
+
+def discard(paths: RunPaths) -> None:
+    """Remove the run's checkpoints (training.resume=false)."""
+    shutil.rmtree(paths.checkpoints_dir, ignore_errors=True)
+
+
+def choose_resume(recipe: Recipe, data_hash: str, world_size: int, complete: list[Checkpoint]) -> Checkpoint | None:
+    """The latest complete checkpoint of this run, checked against the current settings; None to start fresh.
+
+    Raises when the checkpoints come from other settings (the fix is named), or when the global batch cannot be kept
+    on this number of processes. When the process count changed, the caller adapts grad_accum (see `resume_accum`).
+    """
+    if not complete:
+        return None
+    latest = complete[-1]
+    if latest.info.get("training_key") != training_key(recipe, data_hash):
+        sections = ("model", "data", "peft", "training")
+        old, new = latest.info.get("recipe", {}), recipe.model_dump(mode="json")
+        changed = _changed_keys({k: old.get(k) for k in sections}, {k: new[k] for k in sections})
+        raise TailorError(f"{latest.path} was saved with other settings ({', '.join(changed) or 'data changed'}); "
+                          "resuming would mix two trainings. Start over with ARGS=\"training.resume=false\" "
+                          "(removes the checkpoints), or give the new run another name.")
+    resume_accum(recipe, latest, world_size)
+    return latest
+
+
+def resume_accum(recipe: Recipe, checkpoint: Checkpoint, world_size: int) -> int:
+    """grad_accum that keeps the checkpoint's global batch on `world_size` processes (same micro batch)."""
+    target = int(checkpoint.info["global_batch"])
+    per_step = recipe.training.batch_size * world_size
+    if target % per_step:
+        raise TailorError(f"{checkpoint.path} was trained with a global batch of {target} "
+                          f"({checkpoint.info['world_size']} processes x batch {checkpoint.info['batch_size']} x "
+                          f"accum {checkpoint.info['grad_accum']}); {world_size} process(es) x batch "
+                          f"{recipe.training.batch_size} cannot make {target}. Use a process count that divides "
+                          f"{target // recipe.training.batch_size}.")
+    return target // per_step
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b and key not in RESUMABLE_CHANGES:
+            keys.append(f"{prefix}{key}: {json.dumps(a)} -> {json.dumps(b)}")
+    return keys[:5]
