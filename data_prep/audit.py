@@ -34,6 +34,18 @@ class AuditReport:
     rows_missing_end_of_turn: list[str] = field(default_factory=list)
     template_mismatches: int = 0
 
+    def add(self, row_id: str, trained_eot: int, any_trained: bool, trained_turns: int, truncated: bool,
+            role_tokens: dict[str, int], role_trained: dict[str, int]) -> None:
+        """Count one rendered row (`trained_eot`: how many end-of-turn tokens it trains)."""
+        self.rows += 1
+        self.tokens_by_role.update(role_tokens)
+        self.trained_by_role.update(role_trained)
+        self.end_of_turn_trained += trained_eot
+        if not any_trained:
+            self.rows_without_trainable.append(row_id)
+        elif trained_eot < trained_turns and not truncated:
+            self.rows_missing_end_of_turn.append(row_id)
+
     def problems(self) -> list[str]:
         out = []
         if self.rows_without_trainable:
@@ -76,17 +88,12 @@ def audit_rows(rows: list[dict[str, Any]], tokenizer: "PreTrainedTokenizerBase",
                template_mismatches: int = 0) -> AuditReport:
     """Check rendered rows (id, input_ids, assistant_masks, role_tokens, role_trained, trained_turns, truncated)."""
     eot_id, eot = end_of_turn_token(tokenizer)
-    report = AuditReport(rows=len(rows), end_of_turn=eot, template_mismatches=template_mismatches)
+    report = AuditReport(rows=0, end_of_turn=eot, template_mismatches=template_mismatches)
     for row in rows:
         ids, mask = row["input_ids"], row["assistant_masks"]
-        report.tokens_by_role.update(json.loads(row["role_tokens"]))
-        report.trained_by_role.update(json.loads(row["role_trained"]))
         trained_eot = sum(1 for t, m in zip(ids, mask) if m and t == eot_id)
-        report.end_of_turn_trained += trained_eot
-        if not any(mask):
-            report.rows_without_trainable.append(row["id"])
-        elif trained_eot < row["trained_turns"] and not row["truncated"]:
-            report.rows_missing_end_of_turn.append(row["id"])
+        report.add(row["id"], trained_eot, any(mask), row["trained_turns"], row["truncated"],
+                   json.loads(row["role_tokens"]), json.loads(row["role_trained"]))
     return report
 
 

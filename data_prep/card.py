@@ -34,20 +34,32 @@ def padding_fraction_batched(lengths: Sequence[int], batch_size: int, seed: int 
 
 
 def padding_fraction_packed(lengths: Sequence[int], max_length: int, strategy: str = "bfd") -> tuple[float, int]:
-    """Share of empty space when rows are packed into max_length sequences by trl's packing; and the pack count."""
+    """Share of empty space when rows are packed into max_length sequences by trl's packing; and the pack count.
+
+    trl packs each batch of 1000 rows (`datasets.map`'s default), so slices of whole batches are packed one at a
+    time: the same packs, with memory for a slice only (token ids are stand-in zeros; only lengths matter)."""
     import numpy as np
     import pyarrow as pa
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
     from trl.data_utils import pack_dataset
 
-    if not lengths:
+    if not len(lengths):
         return 0.0, 0
     clipped = np.minimum(np.asarray(lengths, dtype=np.int64), max_length)
-    offsets = np.concatenate([[0], np.cumsum(clipped)]).astype(np.int32)
-    ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.zeros(int(clipped.sum()), dtype=np.int32)))
-    packed = pack_dataset(Dataset(pa.table({"input_ids": ids})), max_length, strategy)
-    real = sum(min(n, max_length) for n in lengths)
-    return 1 - real / (len(packed) * max_length), len(packed)
+    step = max(1, (1 << 22) // (1000 * max_length)) * 1000  # about 4M tokens a slice
+    packs = 0
+    bars = is_progress_bar_enabled()
+    disable_progress_bars()
+    try:
+        for start in range(0, len(clipped), step):
+            part = clipped[start:start + step]
+            offsets = np.concatenate([[0], np.cumsum(part)]).astype(np.int32)
+            ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.zeros(int(part.sum()), dtype=np.int32)))
+            packs += len(pack_dataset(Dataset(pa.table({"input_ids": ids})), max_length, strategy))
+    finally:
+        if bars:
+            enable_progress_bars()
+    return 1 - int(clipped.sum()) / (packs * max_length), packs
 
 
 def build_card(manifest: dict[str, Any], train_lengths: Sequence[int], batch_size: int, max_length: int,

@@ -25,7 +25,7 @@ import numpy as np
 
 from data_prep.near_dup import gram_hashes, words
 
-__all__ = ["Contaminated", "NgramIndex", "find_contaminated"]
+__all__ = ["Contaminated", "HeldoutIndex", "NgramIndex", "find_contaminated"]
 
 
 @dataclass(frozen=True)
@@ -135,3 +135,93 @@ def find_contaminated(train: Iterable[tuple[str, str]], heldout: Iterable[tuple[
     """Held-out (key, text) rows whose share of word n-grams found in the training rows is at least
     `threshold`, each with the training row it shares most with; in held-out order."""
     return NgramIndex(train, n=n).contaminated(heldout, threshold=threshold)
+
+
+class HeldoutIndex:
+    """The streaming form of `find_contaminated`, for training sets that do not fit in memory: the held-out rows
+    (the small side) are indexed, the training rows stream past it twice at most.
+
+    `scan` marks which held-out grams occur in training rows; `contaminated` then gives the held-out rows whose
+    overlap passes the threshold; `best_train_rows` (a second scan, only when some row is contaminated) finds the
+    training row sharing most of each one's grams, the earliest on ties. Same results as `find_contaminated`
+    (which caps the postings of boilerplate grams when choosing that row; this counts them all).
+    """
+
+    def __init__(self, heldout: Iterable[tuple[str, str]], n: int = 8, batch_size: int = 8192) -> None:
+        self.n = n
+        self.keys: list[str] = []
+        hash_parts, row_parts = [], []
+        for batch in _batches(heldout, batch_size):
+            hashes, counts = gram_hashes([words(text) for _, text in batch], n)
+            row_parts.append(np.repeat(np.arange(len(self.keys), len(self.keys) + len(batch)), counts))
+            hash_parts.append(hashes)
+            self.keys.extend(key for key, _ in batch)
+        hashes = np.concatenate(hash_parts) if hash_parts else np.zeros(0, dtype=np.uint64)
+        rows = np.concatenate(row_parts) if row_parts else np.zeros(0, dtype=np.int64)
+        order = np.lexsort((rows, hashes))
+        hashes, rows = hashes[order], rows[order]
+        if hashes.size:  # distinct (gram, row) pairs
+            keep = np.ones(hashes.size, dtype=bool)
+            keep[1:] = (hashes[1:] != hashes[:-1]) | (rows[1:] != rows[:-1])
+            hashes, rows = hashes[keep], rows[keep]
+        self._hashes, self._rows = hashes, rows
+        self._unique, self._entry_gram = np.unique(hashes, return_inverse=True)
+        self._found = np.zeros(self._unique.size, dtype=bool)
+        self._totals = np.bincount(rows, minlength=len(self.keys))
+        self._best: dict[int, tuple[int, str]] | None = None
+
+    def _lookup(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(row within `texts`, index into the held-out unique grams) of every distinct gram of each text that
+        some held-out row has."""
+        hashes, counts = gram_hashes([words(t) for t in texts], self.n)
+        local = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
+        if not hashes.size or not self._unique.size:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        at = np.searchsorted(self._unique, hashes).clip(max=self._unique.size - 1)
+        hit = self._unique[at] == hashes
+        pairs = np.unique(np.stack([local[hit], at[hit]]), axis=1)
+        return pairs[0], pairs[1]
+
+    def scan(self, texts: list[str]) -> None:
+        """Note the held-out grams found in these training texts."""
+        _, grams = self._lookup(texts)
+        self._found[grams] = True
+
+    def overlaps(self) -> np.ndarray:
+        """Per held-out row: the share of its distinct grams found in the training rows scanned."""
+        hits = np.bincount(self._rows, weights=self._found[self._entry_gram], minlength=len(self.keys))
+        return np.divide(hits, self._totals, out=np.zeros(len(self.keys)), where=self._totals > 0)
+
+    def contaminated(self, threshold: float) -> list[int]:
+        """Indexes (in held-out order) of the rows whose overlap is at least `threshold`."""
+        overlaps = self.overlaps()
+        return [i for i, o in enumerate(overlaps.tolist()) if o > 0 and o >= threshold]
+
+    def start_best(self, rows: list[int]) -> None:
+        """Prepare a second scan (`scan_best`) to find the best training row of these held-out rows."""
+        wanted = np.isin(self._rows, np.asarray(rows, dtype=np.int64))
+        self._best_grams = self._entry_gram[wanted]  # sorted: entries are in hash order
+        self._best_rows = self._rows[wanted]
+        self._best = {}
+
+    def scan_best(self, labels: list[str], texts: list[str]) -> None:
+        """Count, per (training row, contaminated held-out row), the distinct grams they share; keep the label
+        (key or source) of the largest per held-out row, the earliest on ties (scan in training order)."""
+        local, grams = self._lookup(texts)
+        lo = np.searchsorted(self._best_grams, grams, side="left")
+        hi = np.searchsorted(self._best_grams, grams, side="right")
+        sizes = hi - lo
+        if not sizes.sum():
+            return
+        starts = np.repeat(lo - (np.cumsum(sizes) - sizes), sizes)
+        heldout = self._best_rows[starts + np.arange(int(sizes.sum()))]
+        train = np.repeat(local, sizes)
+        pairs, counts = np.unique(np.stack([heldout, train]), axis=1, return_counts=True)
+        for h, t, c in zip(pairs[0].tolist(), pairs[1].tolist(), counts.tolist()):  # train ascending per h
+            if c > self._best.get(h, (0, ""))[0]:
+                self._best[h] = (c, labels[t])
+
+    def results(self, rows: list[int]) -> list[Contaminated]:
+        """The contaminated rows with their overlap and best training row (after `scan_best`)."""
+        overlaps = self.overlaps()
+        return [Contaminated(self.keys[h], (self._best or {}).get(h, (0, ""))[1], float(overlaps[h])) for h in rows]

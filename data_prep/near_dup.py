@@ -37,7 +37,10 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
+import os
 import re
+import tempfile
+from array import array
 from collections.abc import Iterable, Sequence
 from itertools import chain, compress, repeat
 from typing import Any
@@ -253,7 +256,10 @@ class NearDupFilter:
     use it for datasets). Memory: per kept row, its signature (4 * num_perm bytes), its shingle hashes
     (4 bytes each) and one entry in each band table (~50 bytes): about 2.5 kB for a 30-word row."""
 
-    def __init__(self, threshold: float = 0.85, num_perm: int = 128, shingle: int = 3, seed: int = 1) -> None:
+    def __init__(self, threshold: float = 0.85, num_perm: int = 128, shingle: int = 3, seed: int = 1,
+                 spill_dir: str | os.PathLike | None = None) -> None:
+        """`spill_dir`: keep the kept rows' shingle sets in a temporary file there (only their offsets in memory;
+        a set is read back for the exact check of a candidate), for data sets larger than memory."""
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         if num_perm < 2:
@@ -272,7 +278,7 @@ class NearDupFilter:
         self._estimate_floor = _binomial_floor(num_perm, threshold, 1e-6) / num_perm
         self._tables: list[dict[int, Any]] = [{} for _ in range(self.bands)]
         self._keys: list[str] = []
-        self._sets: list[np.ndarray] = []
+        self._sets: list[np.ndarray] | _SpilledSets = [] if spill_dir is None else _SpilledSets(spill_dir)
         self._sigs = np.empty((1024, num_perm), dtype=np.uint32)
 
     def __len__(self) -> int:
@@ -484,6 +490,32 @@ class NearDupFilter:
             table.update(zip(column[simple].tolist(), compress(id_objects, simple.tolist())))
             for band_key, idx in zip(column[~simple].tolist(), ids[~simple].tolist()):
                 _insert(table, band_key, idx)
+
+
+class _SpilledSets:
+    """An append-only list of uint32 arrays kept in a temporary file; only the offsets stay in memory."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self._file = tempfile.TemporaryFile(dir=folder)
+        self._offsets = array("q", [0])
+        self._dirty = False
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def extend(self, sets: Iterable[np.ndarray]) -> None:
+        for values in sets:
+            data = np.ascontiguousarray(values, dtype=np.uint32).tobytes()
+            self._file.write(data)
+            self._offsets.append(self._offsets[-1] + len(data))
+        self._dirty = True
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if self._dirty:
+            self._file.flush()
+            self._dirty = False
+        start, end = self._offsets[index], self._offsets[index + 1]
+        return np.frombuffer(os.pread(self._file.fileno(), end - start, start), dtype=np.uint32)
 
 
 def _insert(table: dict[int, Any], band_key: int, idx: int) -> None:

@@ -9,7 +9,7 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -60,25 +60,29 @@ def read_rows(path: Path, declared_type: str = "auto") -> Iterator[RawRow | BadR
 def _read_jsonl(path: Path) -> Iterator[RawRow | BadRow]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            where = f"{path}:{number}"
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield BadRow(where, number, f"not UTF-8 ({err.reason} at byte {err.start})", raw[:200].hex())
-                continue
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as err:
-                yield BadRow(where, number, f"malformed JSON: {err.msg} (column {err.colno})", text[:200])
-                continue
-            if not isinstance(value, dict):
-                yield BadRow(where, number, f"expected a JSON object, got {type(value).__name__}", text[:200])
-                continue
-            yield RawRow(where, number, value)
+            record = jsonl_record(str(path), number, raw)
+            if record is not None:
+                yield record
+
+
+def jsonl_record(name: str, number: int, raw: bytes) -> RawRow | BadRow | None:
+    """One JSONL line as a row, a bad row with the reason, or None for a blank line."""
+    where = f"{name}:{number}"
+    if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return BadRow(where, number, f"not UTF-8 ({err.reason} at byte {err.start})", raw[:200].hex())
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        return BadRow(where, number, f"malformed JSON: {err.msg} (column {err.colno})", text[:200])
+    if not isinstance(value, dict):
+        return BadRow(where, number, f"expected a JSON object, got {type(value).__name__}", text[:200])
+    return RawRow(where, number, value)
 
 
 def _read_csv(path: Path) -> Iterator[RawRow | BadRow]:
@@ -163,3 +167,58 @@ def _load_hub(name: str, split: str) -> Any:
 def _read_datasets(dataset: Any, name: str) -> Iterator[RawRow]:
     for number, value in enumerate(dataset, start=1):
         yield RawRow(f"{name}:row {number}", number, dict(value))
+
+
+# Chunks: the unit of work of the data stage's worker processes. Sized from the input so that a huge file
+# gives at most about MAX_CHUNKS chunks (each one becomes a Parquet shard), and a small one still several.
+MAX_CHUNKS = 256
+CHUNK_BYTES = (256 << 10, 32 << 20)  # (min, max) raw bytes per chunk
+CHUNK_ROWS = 2048  # rows per chunk of non-JSONL sources (already parsed by the reader)
+
+
+@dataclass
+class Chunk:
+    """A run of consecutive records of one source: raw JSONL lines (parsed by the worker) or read rows."""
+
+    source: int
+    number: int = 0  # position in the stream of all chunks; names the chunk's shards
+    name: str = ""  # the file name used in `where` of JSONL lines
+    lines: list[tuple[int, bytes]] = field(default_factory=list)
+    rows: list[RawRow | BadRow] = field(default_factory=list)
+
+    def records(self) -> Iterator[RawRow | BadRow]:
+        """The chunk's records in file order (JSONL lines are parsed here, blank lines skipped)."""
+        if self.lines:
+            for number, raw in self.lines:
+                record = jsonl_record(self.name, number, raw)
+                if record is not None:
+                    yield record
+        else:
+            yield from self.rows
+
+
+def read_chunks(source: Any, index: int) -> Iterator[Chunk]:
+    """A source as a stream of chunks, never more than one chunk in memory: JSONL files as raw lines (the cheap
+    part; parsing happens in the workers), other sources as rows read by `read_source`."""
+    path = None if source.hub is not None else Path(source.path)
+    if path is not None and path.is_file() and file_type(path, source.file_type) == "jsonl":
+        limit = min(max(path.stat().st_size // MAX_CHUNKS, CHUNK_BYTES[0]), CHUNK_BYTES[1])
+        chunk, size = Chunk(index, name=str(path)), 0
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                chunk.lines.append((number, raw))
+                size += len(raw)
+                if size >= limit:
+                    yield chunk
+                    chunk, size = Chunk(index, name=str(path)), 0
+        if chunk.lines:
+            yield chunk
+        return
+    chunk = Chunk(index)
+    for row in read_source(source):
+        chunk.rows.append(row)
+        if len(chunk.rows) >= CHUNK_ROWS:
+            yield chunk
+            chunk = Chunk(index)
+    if chunk.rows:
+        yield chunk

@@ -119,13 +119,19 @@ class Renderer:
 
     def render(self, messages: list[dict[str, Any]], max_length: int) -> Rendered:
         """Tokenize a conversation and build its loss mask, truncated to `max_length` tokens."""
+        arrays = self.render_arrays(messages, max_length)
+        return Rendered(arrays.input_ids.tolist(), arrays.assistant_masks.astype(int).tolist(), arrays.truncated,
+                        arrays.trained_turns, arrays.untrainable_history, arrays.role_tokens, arrays.role_trained)
+
+    def render_arrays(self, messages: list[dict[str, Any]], max_length: int) -> "RenderedArrays":
+        """`render` as numpy arrays (int32 ids, bool mask): what the data stage's workers write to Parquet."""
         if is_text_row(messages):
             return self._render_text(messages[0]["content"], max_length)
         full, spans, untrainable = self.spans(messages)
-        encoded = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-        ids: list[int] = encoded["input_ids"][:max_length]
-        offsets = np.asarray(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+        encoding = self._encode(full)
+        offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
         truncated = len(offsets) > max_length
+        ids = np.asarray(encoding.ids[:max_length], dtype=np.int32)
         mask, span_index, inside = _assign(offsets[:max_length], spans)
         if not mask.any():
             reason = "no trainable token within training.max_length" if truncated else "no trainable token"
@@ -138,16 +144,45 @@ class Renderer:
             role_tokens[spans[index].role] += int(count)
         for index, count in zip(*np.unique(span_index[mask], return_counts=True)):
             role_trained[spans[index].role] += int(count)
-        return Rendered(ids, mask.astype(int).tolist(), truncated, trained_turns, untrainable,
-                        {r: c for r, c in role_tokens.items() if c}, dict(role_trained))
+        return RenderedArrays(ids, mask, truncated, trained_turns, untrainable,
+                              {r: c for r, c in role_tokens.items() if c}, dict(role_trained))
 
-    def _render_text(self, text: str, max_length: int) -> Rendered:
+    def _encode(self, text: str) -> Any:
+        """Token ids and character offsets of `text`, without special tokens: the fast tokenizer's own encoding
+        (what `tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)` returns, less overhead)."""
+        backend = getattr(self.tokenizer, "_tokenizer", None)
+        if backend is not None and hasattr(backend, "encode") and backend.truncation is None and backend.padding is None:
+            return backend.encode(text, add_special_tokens=False)
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return _Encoding(encoded["input_ids"], encoded["offset_mapping"])
+
+    def _render_text(self, text: str, max_length: int) -> "RenderedArrays":
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if self.tokenizer.eos_token_id is not None:
             ids = ids + [self.tokenizer.eos_token_id]
         truncated = len(ids) > max_length
         ids = ids[:max_length]
-        return Rendered(ids, [1] * len(ids), truncated, 0, 0, {TEXT_ROLE: len(ids)}, {TEXT_ROLE: len(ids)})
+        return RenderedArrays(np.asarray(ids, dtype=np.int32), np.ones(len(ids), dtype=bool), truncated, 0, 0,
+                              {TEXT_ROLE: len(ids)}, {TEXT_ROLE: len(ids)})
+
+
+@dataclass(frozen=True)
+class RenderedArrays:
+    """`Rendered` with numpy arrays."""
+
+    input_ids: np.ndarray
+    assistant_masks: np.ndarray
+    truncated: bool
+    trained_turns: int
+    untrainable_history: int
+    role_tokens: dict[str, int]
+    role_trained: dict[str, int]
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    ids: list[int]
+    offsets: list[tuple[int, int]]
 
 
 def _assign(offsets: np.ndarray, spans: list[Span]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

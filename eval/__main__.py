@@ -1,4 +1,5 @@
-"""`python -m eval RECIPE [key=value ...] [--adapter DIR]`: held-out evaluation, base vs tuned."""
+"""`python -m eval RECIPE [key=value ...] [--adapter DIR | --model DIR] [--compare-run RUN] [--predictions FILE]`:
+held-out evaluation of tuned vs base and any other variant."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from tailor.cli import recipe_parser, run_cli
+from tailor.errors import TailorError
 from tailor.schema import Recipe
 
 
@@ -14,8 +16,13 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
     from tailor.runs import run_paths
     from tailor.tracking import finish_stage, start_stage
 
-    results = evaluate(recipe, Path(args.adapter) if args.adapter else None)
-    print(f"eval on {results['rows']} held-out rows ({run_paths(recipe).results}):")
+    if args.adapter and args.model:
+        raise TailorError("give --adapter (an adapter on the recipe's base model) or --model (a full, e.g. merged, "
+                          "model folder), not both.")
+    results = evaluate(recipe, Path(args.adapter) if args.adapter else None, Path(args.model) if args.model else None,
+                       args.compare_run or [], args.predictions or [])
+    paths = run_paths(recipe)
+    print(f"eval on {results['rows']} held-out rows ({paths.results}, report: {paths.eval_dir / 'report.html'}):")
     print(format_table(results))
     run = start_stage(recipe, "eval", {"data_hash": results["hashes"]["data"]})
     if run is not None:
@@ -25,26 +32,52 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
         for metric, c in results.get("comparisons", {}).items():
             flat.update({f"eval/ci/{metric}/low": c["ci_low"], f"eval/ci/{metric}/high": c["ci_high"],
                          f"eval/ci/{metric}/excludes_zero": int(c["excludes_zero"])})
+        for other, pair in results.get("pairs", {}).items():
+            if other != "base":
+                flat.update({f"eval/vs/{other}/{metric}/{k}": float(c[k]) for metric, c in pair.items()
+                             for k in ("delta", "ci_low", "ci_high", "excludes_zero")})
+        flat.update({f"eval/cost/{k}": v for k, v in results["cost"].items() if isinstance(v, (int, float))})
+        _log_report(run, recipe, paths.predictions, results)
         if recipe.tracking.log_samples:
-            _log_predictions(run, run_paths(recipe).predictions)
+            _log_predictions(run, paths.predictions, list(results["models"]))
         run.log(flat)
         finish_stage(run, flat)
 
 
-def _log_predictions(run, path: Path) -> None:
+def _log_report(run, recipe: Recipe, predictions: Path, results: dict) -> None:
+    """report.html to W&B; without tracking.log_samples a version with numbers and row ids only (no row text)."""
+    import json
+
+    import wandb
+
+    from eval.report import render_html
+
+    rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
+    html = render_html(recipe.name, results, rows, include_text=recipe.tracking.log_samples)
+    run.log({"eval/report": wandb.Html(html, inject=False, data_is_not_path=True)})
+
+
+def _log_predictions(run, path: Path, variants: list[str]) -> None:
     """A W&B table of held-out predictions: only with tracking.log_samples (it holds customer text)."""
     import json
 
     import wandb
 
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    columns = ["id", "prompt", "reference", "base", "tuned"]
+    columns = ["id", "prompt", "reference", *variants]
     run.log({"eval/predictions": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])})
 
 
 def main() -> None:
-    parser = recipe_parser("Evaluate base and tuned model on the held-out set.")
-    parser.add_argument("--adapter", help="adapter folder to evaluate (default: the run's adapter/)")
+    parser = recipe_parser("Evaluate tuned vs base (and other runs or predictions) on the held-out set.")
+    parser.add_argument("--adapter", help="adapter folder to evaluate as 'tuned' (default: the run's adapter/)")
+    parser.add_argument("--model", help="a full model folder (e.g. from `make merge`) to evaluate as 'tuned' "
+                        "instead of base + adapter")
+    parser.add_argument("--compare-run", action="append", metavar="RUN_DIR", help="another run folder: its "
+                        "predictions are reused when they match these rows, else its adapter runs on them (repeatable)")
+    parser.add_argument("--predictions", action="append", metavar="[NAME=]FILE", help="external predictions, JSONL "
+                        "with 'id' and 'prediction' per line, compared as variant NAME (default: file stem; "
+                        "repeatable)")
     run_cli(stage, parser)
 
 

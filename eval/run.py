@@ -1,15 +1,21 @@
-"""The eval stage: base vs base + adapter on the held-out rows; writes results.json and predictions.jsonl."""
+"""The eval stage: tuned vs base (and any other run or predictions file) on the held-out rows.
+
+Writes `eval/results.json` (metrics, paired intervals, cost, settings, hashes), `eval/predictions.jsonl` (per-row
+outputs and scores of every variant) and `eval/report.md` + `eval/report.html`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
-from eval.metrics import all_metrics, json_field_scores
+from eval.scoring import check_applicable, compare, compare_pair, metric_names, score  # noqa: F401 (re-export)
+from eval.thinking import split_thinking, thinking_summary
+from eval.variants import Variant, check_adapter, check_model_folder, from_run, read_predictions
 from tailor.errors import TailorError
+from tailor.hashing import file_sha256
 from tailor.recipe import recipe_hash
 from tailor.runs import RunPaths, atomic_write_json, atomic_write_text, read_json, run_paths, update_record
 from tailor.schema import Recipe
@@ -29,127 +35,151 @@ def load_heldout(recipe: Recipe, paths: RunPaths) -> list[dict[str, Any]]:
     return rows[: recipe.eval.max_rows]
 
 
-def score(predictions: list[str], rows: list[dict], recipe: Recipe) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Mean of each metric over the rows where it applies, plus per-row scores (None = not applicable)."""
-    registry = all_metrics()
-    options = {"fields": recipe.eval.json_fields, "pattern": recipe.eval.regex, "schema": recipe.eval.json_schema}
-    per_row: list[dict[str, Any]] = [{} for _ in rows]
-    summary: dict[str, Any] = {}
-    for name in recipe.eval.metrics:
-        values = []
-        for i, (prediction, row) in enumerate(zip(predictions, rows)):
-            value = registry[name](prediction, row["reference"], **options)
-            per_row[i][name] = value
-            if value is not None:
-                values.append(value)
-        summary[name] = sum(values) / len(values) if values else None
-        if len(values) < len(rows):
-            summary[f"{name}_excluded_rows"] = len(rows) - len(values)
-    if "json_field_accuracy" in recipe.eval.metrics:
-        fields: dict[str, list[float]] = {}
-        for prediction, row in zip(predictions, rows):
-            for key, value in (json_field_scores(prediction, row["reference"], recipe.eval.json_fields) or {}).items():
-                fields.setdefault(key, []).append(value)
-        summary["json_fields"] = {key: sum(v) / len(v) for key, v in fields.items()}
-    if "classification" in recipe.eval.metrics:
-        summary["classification_report"] = _classification(predictions, rows, recipe.eval.labels or [])
-        summary["macro_f1"] = summary["classification_report"]["macro_f1"]
-    return summary, per_row
+def plan_variants(recipe: Recipe, paths: RunPaths, chat: list[dict], adapter: Path | None = None,
+                  model_dir: Path | None = None, compare_runs: list[str] = (),
+                  prediction_files: list[str] = ()) -> list[Variant]:
+    """Every variant, checked before any model loads. `prediction_files`: FILE or NAME=FILE."""
+    if model_dir is not None:
+        tuned = Variant("tuned", "model", str(check_model_folder(model_dir)))
+    else:
+        tuned = Variant("tuned", "adapter", str(check_adapter(adapter or paths.adapter_dir)))
+    variants = ([Variant("base", "base", recipe.model.name_or_path)] if recipe.eval.compare_base else []) + [tuned]
+    for folder in compare_runs:
+        variants.append(from_run(Path(folder), chat, recipe))
+    for spec in prediction_files:
+        name, _, file = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        variants.append(read_predictions(Path(file), chat, name or Path(file).stem))
+    names = [v.name for v in variants]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise TailorError(f"two variants are named {duplicated[0]!r}; name a predictions file NAME=FILE "
+                          f"(e.g. --predictions vendor={duplicated[0]}.jsonl).")
+    return variants
 
 
-def _classification(predictions: list[str], rows: list[dict], labels: list[str]) -> dict[str, Any]:
-    from dataclasses import asdict
+def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None = None,
+             compare_runs: list[str] = (), prediction_files: list[str] = ()) -> dict[str, Any]:
+    """Evaluate every variant; return the results written to `eval/results.json`."""
+    from eval.backends import resolve_backend
+    from eval.cost import CostMeter
+    from eval.engine import run_models
+    from eval.general import check_available
+    from tailor.models import load_tokenizer
 
-    from eval.text_metrics import classification_report
-
-    try:
-        return asdict(classification_report(predictions, [r["reference"] for r in rows], labels))
-    except ValueError as err:
-        raise TailorError(f"eval.labels: {err}. Every held-out reference must be one of the labels.") from None
-
-
-def compare(per_row: dict[str, list[dict]], rows: list[dict], recipe: Recipe) -> tuple[dict, list[dict]]:
-    """Paired bootstrap interval of tuned - base for every metric, and the rows that got worst."""
-    from dataclasses import asdict
-
-    from eval.stats import paired_bootstrap, worst_regressions
-
-    comparisons = {}
-    for name in recipe.eval.metrics:
-        base = [r[name] for r in per_row["base"]]
-        tuned = [r[name] for r in per_row["tuned"]]
-        if all(v is None for v in base) or all(v is None for v in tuned):
-            continue
-        comparisons[name] = asdict(paired_bootstrap(base, tuned, name, resamples=recipe.eval.bootstrap_resamples,
-                                                    confidence=recipe.eval.confidence, seed=recipe.training.seed))
-    primary = recipe.eval.metrics[0]
-    worst = [{"id": i, "metric": primary, "base": b, "tuned": t} for i, b, t in worst_regressions(
-        [r["id"] for r in rows], [r[primary] for r in per_row["base"]], [r[primary] for r in per_row["tuned"]])]
-    return comparisons, worst
-
-
-def evaluate(recipe: Recipe, adapter: Path | None = None) -> dict[str, Any]:
-    """Evaluate base and tuned model; return the results written to `eval/results.json`."""
-    from peft import PeftModel
-
-    from eval.generate import generate
-    from eval.loss import assistant_loss
-    from tailor.models import load_model, load_tokenizer
-
+    meter = CostMeter()
     paths = run_paths(recipe)
-    adapter = adapter or paths.adapter_dir
-    if not (adapter / "adapter_config.json").is_file():
-        raise TailorError(f"{adapter} holds no adapter (adapter_config.json missing): run `make train` first, "
-                          "or pass the folder of a saved adapter.")
     rows = load_heldout(recipe, paths)
-    tokenizer = load_tokenizer(recipe.model, source=str(adapter))
-    base = load_model(recipe.model, quantize_4bit=recipe.peft.method == "qlora")
-    model = PeftModel.from_pretrained(base, str(adapter))
     chat = [row for row in rows if row["prompt"]]  # plain-text rows (continued pretraining) get loss only
-    prompts = [row["prompt"] for row in chat]
+    check_applicable(chat, recipe)
+    check_available(recipe)
+    backend = resolve_backend(recipe.eval)
+    variants = plan_variants(recipe, paths, chat, adapter, model_dir, compare_runs, prediction_files)
+    tuned = next(v for v in variants if v.name == "tuned")
+    tokenizer = load_tokenizer(recipe.model, source=tuned.source)
+    engine = run_models(recipe, variants, chat, rows, tokenizer, backend)
 
-    results: dict[str, Any] = {"rows": len(rows), "generation_rows": len(chat), "adapter": str(adapter),
-                               "models": {}, "seconds": {}}
-    outputs: dict[str, list[str]] = {}
+    def count_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    raw: dict[str, list[str | None]] = {}
+    answers: dict[str, list[str | None]] = {}
+    thinking: dict[str, list[str | None]] = {}
     per_row: dict[str, list[dict]] = {}
-    variants = (["base"] if recipe.eval.compare_base else []) + ["tuned"]
+    results: dict[str, Any] = {"rows": len(rows), "generation_rows": len(chat), "adapter": None, "model": None,
+                               "backend": engine.backend, "variants": {}, "models": {}, "seconds": {}}
+    results["adapter" if tuned.kind == "adapter" else "model"] = tuned.source
     for variant in variants:
-        started = time.time()
-        if variant == "base":
-            with model.disable_adapter():
-                outputs[variant] = generate(model, tokenizer, prompts, recipe.eval, desc="base")
-                loss = assistant_loss(model, rows, tokenizer.pad_token_id)
-        else:
-            outputs[variant] = generate(model, tokenizer, prompts, recipe.eval, desc="tuned")
-            loss = assistant_loss(model, rows, tokenizer.pad_token_id)
-        summary, per_row[variant] = score(outputs[variant], chat, recipe)
-        results["models"][variant] = {"loss": loss["loss"], "perplexity": loss["perplexity"], **summary}
-        results["seconds"][variant] = round(time.time() - started, 1)
+        gen = engine.generations.get(variant.name)
+        raw[variant.name] = gen.texts if gen else list(variant.outputs or [])
+        splits = [split_thinking(t, recipe.eval.think_tags) if t is not None else None for t in raw[variant.name]]
+        answers[variant.name] = [s.answer if s else None for s in splits]
+        thinking[variant.name] = [s.thinking if s else None for s in splits]
+        summary, per_row[variant.name] = score(answers[variant.name], chat, recipe)
+        loss = engine.losses.get(variant.name)
+        metrics = {"loss": loss["loss"], "perplexity": loss["perplexity"]} if loss else {}
+        metrics.update(summary)
+        metrics.update(thinking_summary([s for s in splits if s], count_tokens))
+        results["models"][variant.name] = metrics
+        results["variants"][variant.name] = variant.describe()
+        if gen:
+            results["seconds"][variant.name] = round(gen.seconds, 1)
 
+    others = [v.name for v in variants if v.name != "tuned"]
+    results["pairs"], results["worst"] = {}, {}
+    for name in others:
+        results["pairs"][name], results["worst"][name] = compare_pair(per_row[name], per_row["tuned"], chat, recipe)
     if "base" in results["models"]:
         results["delta"] = {k: results["models"]["tuned"][k] - results["models"]["base"][k]
                             for k, v in results["models"]["tuned"].items()
                             if isinstance(v, float) and isinstance(results["models"]["base"].get(k), float)}
         results["comparisons"], results["worst_regressions"] = compare(per_row, chat, recipe)
+    if recipe.eval.judge is not None:
+        results["judge"] = _judge(recipe, chat, answers, others)
+    if recipe.eval.general_tasks:
+        results["general"] = _general(recipe, tuned)
+    results["cost"] = meter.summary(engine.gpus, {n: {"tokens": sum(g.new_tokens), "seconds": g.seconds}
+                                                  for n, g in engine.generations.items()})
     results["settings"] = recipe.eval.model_dump(mode="json")
-    results["hashes"] = {"recipe": recipe_hash(recipe), "data": read_json(paths.manifest)["data_hash"]}
+    results["hashes"] = _hashes(recipe, paths, variants)
+    results["metric_names"] = metric_names(recipe)
+
+    _write(paths, recipe, results, chat, [v.name for v in variants], raw, answers, thinking, per_row)
+    return results
+
+
+def _judge(recipe: Recipe, chat: list[dict], answers: dict[str, list], others: list[str]) -> dict[str, Any]:
+    from eval.judge import judge_pair
+
+    settings = recipe.eval.judge
+    assert settings is not None
+    return {name: judge_pair(chat, answers[name], answers["tuned"], settings, recipe.eval.confidence,
+                             recipe.eval.bootstrap_resamples, recipe.training.seed) for name in others}
+
+
+def _general(recipe: Recipe, tuned: Variant) -> dict[str, Any]:
+    from eval.general import run_general
+    from tailor.models import model_source
+
+    merged = tuned.source if tuned.kind == "model" else None
+    return run_general(recipe, model_source(recipe.model), None if merged else tuned.source, merged)
+
+
+def _hashes(recipe: Recipe, paths: RunPaths, variants: list[Variant]) -> dict[str, Any]:
+    """Recipe, prepared data, and each variant's weights or predictions file (sha256)."""
+    hashes: dict[str, Any] = {"recipe": recipe_hash(recipe), "data": read_json(paths.manifest)["data_hash"]}
+    for variant in variants:
+        source = Path(variant.source)
+        files = {"adapter": [source / "adapter_model.safetensors"], "predictions": [source],
+                 "model": sorted(source.glob("*.safetensors")) if source.is_dir() else []}.get(variant.kind, [])
+        found = {f.name: file_sha256(f) for f in files if f.is_file()}
+        if found:
+            hashes[variant.name] = found
+    return hashes
+
+
+def _write(paths: RunPaths, recipe: Recipe, results: dict, chat: list[dict], names: list[str],
+           raw: dict, answers: dict, thinking: dict, per_row: dict) -> None:
+    from eval.report import write_reports
 
     predictions = []
     for i, row in enumerate(chat):
         item = {"id": row["id"], "prompt": row["prompt"], "reference": row["reference"]}
-        for variant in variants:
-            item[variant] = outputs[variant][i]
-            item[f"{variant}_scores"] = per_row[variant][i]
+        for name in names:
+            item[name] = raw[name][i]
+            if thinking[name][i] is not None:
+                item[f"{name}_thinking"], item[f"{name}_answer"] = thinking[name][i], answers[name][i]
+            item[f"{name}_scores"] = per_row[name][i]
         predictions.append(item)
     atomic_write_text(paths.predictions, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))
     atomic_write_json(paths.results, results)
+    write_reports(paths.eval_dir, recipe.name, results, predictions)
     update_record(paths, "eval", {"results": str(paths.results), "models": results["models"],
-                                  "delta": results.get("delta", {})})
-    return results
+                                  "delta": results.get("delta", {}), "cost": results["cost"]})
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """metric | base | tuned | delta | 95% interval of the delta (paired bootstrap) | rows better/worse."""
+    """metric | base | tuned | delta | 95% interval of the delta (paired bootstrap) | rows better/worse, then one
+    line per other variant compared with tuned."""
     models = results["models"]
     tuned, base = models["tuned"], models.get("base", {})
     comparisons = results.get("comparisons", {})
@@ -167,10 +197,34 @@ def format_table(results: dict[str, Any]) -> str:
         b = base.get("json_fields", {}).get(field)
         lines.append(f"{'  field ' + field:<24}{_fmt(b):>9}{_fmt(value):>9}"
                      f"{_fmt(value - b if b is not None else None, True):>9}")
-    if comparisons:
+    for name, pair in results.get("pairs", {}).items():
+        if name == "base":
+            continue
+        lines.append(f"tuned vs {name} ({_exclusions(results, name)}):")
+        for metric, c in pair.items():
+            interval = f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{'*' if c['excludes_zero'] else ''}"
+            counts = f"{c['better']}/{c['worse']}"
+            lines.append(f"  {metric:<22}{c['base_mean']:>9.3f}{c['tuned_mean']:>9.3f}{c['delta']:>+9.3f}   "
+                         f"{interval:<18}{counts:>12}")
+    if comparisons or results.get("pairs"):
         lines.append("* the interval excludes 0: the difference is unlikely to be noise "
-                     f"(paired bootstrap over {results['rows']} rows)")
+                     f"(paired bootstrap over {results.get('generation_rows', results['rows'])} rows)")
+    cost = results.get("cost")
+    if cost:
+        speed = ", ".join(f"{n} {g['tokens_per_second']} tok/s" for n, g in cost["generation"].items())
+        lines.append(f"cost: {cost['wall_seconds']:.0f} s, {cost['gpu_hours']:.4f} GPU-h, {cost['cpu_hours']:.4f} "
+                     f"CPU-h; {speed}")
     return "\n".join(lines)
+
+
+def _exclusions(results: dict[str, Any], name: str) -> str:
+    info = results.get("variants", {}).get(name, {})
+    parts = [info.get("kind", "")]
+    if info.get("missing_ids"):
+        parts.append(f"{info['missing_ids']} rows without a prediction excluded")
+    if info.get("extra_ids"):
+        parts.append(f"{info['extra_ids']} extra ids ignored")
+    return ", ".join(p for p in parts if p)
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -23,8 +24,13 @@ def recipe_parser(description: str) -> argparse.ArgumentParser:
 
 
 def run_cli(stage: Callable[[Recipe, argparse.Namespace], None], parser: argparse.ArgumentParser,
-            argv: list[str] | None = None) -> None:
-    """Parse arguments, load the recipe, run `stage`; a TailorError prints its message and exits 2."""
+            argv: list[str] | None = None, lock: bool = True) -> None:
+    """Parse arguments, load the recipe, run `stage`; a TailorError prints its message and exits 2.
+
+    With `lock` (every stage that writes the run folder) the stage runs holding `runs/<name>/.lock`
+    (`tailor.locks`): a second process on the same run folder refuses, naming the first. Read-only commands
+    (check, plan) pass lock=False.
+    """
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=os.environ.get("TAILOR_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
@@ -32,15 +38,71 @@ def run_cli(stage: Callable[[Recipe, argparse.Namespace], None], parser: argpars
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         recipe = load_recipe(args.recipe, args.overrides)
-        stage(recipe, args)
+        check_recipe_files(recipe, args.recipe, args.overrides)
+        if not lock:
+            stage(recipe, args)
+            return
+        from tailor.locks import run_lock
+        from tailor.runs import run_paths
+
+        with run_lock(run_paths(recipe).root):
+            stage(recipe, args)
     except TailorError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Exception as err:  # noqa: BLE001 - only a full disk is turned into a message; anything else is a bug
+        full = disk_full(err)
+        if full is None:
+            raise
+        print(f"error: the disk is full ({full}). Free some space (or point output_dir / TAILOR_CACHE elsewhere) "
+              "and run the same command again: files written before are intact, every tailor output is written "
+              "whole or not at all.", file=sys.stderr)
+        sys.exit(2)
+
+
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "File too large", "StorageFull",
+                   "file write failed", "ENOSPC")
+
+
+def disk_full(err: BaseException) -> str | None:
+    """A description when `err` (or an exception it wraps) is a full disk or quota, else None.
+
+    Libraries report it in their own ways: OSError errno, pyarrow's OSError text, torch's "file write failed",
+    safetensors' StorageFull."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            where = f" writing {current.filename}" if current.filename else ""
+            return f"{current.strerror}{where}"
+        text = str(current)
+        if any(t in text for t in DISK_FULL_TEXTS):
+            return text.strip().splitlines()[0][:300]
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def check_recipe_files(recipe: Recipe, recipe_arg: str, overrides: list[str]) -> None:
+    """Files a recipe makes tailor read as code-like input (the chat template) must come from inside the project
+    (the working directory), from the folder of the recipe named on the command line, or from the command line
+    itself (`data.template=PATH`): a recipe from elsewhere cannot point tailor at arbitrary files on the machine.
+    Custom filters and metrics are modules, checked the same way where they are imported."""
+    template = recipe.data.template
+    if not template or any(item.split("=", 1)[0].strip() == "data.template" for item in overrides):
+        return
+    resolved = Path(template).resolve()
+    allowed = [Path.cwd().resolve(), Path(recipe_arg).resolve().parent]
+    if not any(resolved == root or root in resolved.parents for root in allowed):
+        raise TailorError(f"{recipe_arg}: data.template: {resolved} is outside the project ({allowed[0]}) and the "
+                          "recipe's folder; templates are only read from there. Copy it into the project, or pass it "
+                          "yourself on the command line: data.template=PATH.")
 
 
 def check(recipe: Recipe, args: argparse.Namespace) -> None:
     """Validate the recipe and that every input it names exists, without loading anything heavy."""
-    from tailor.models import check_model_source
+    from tailor.models import check_model_source, check_target_modules, check_weight_files, looks_local, model_source
 
     for index, source in enumerate(recipe.data.sources):
         if source.path is not None and not Path(source.path).exists():
@@ -49,6 +111,10 @@ def check(recipe: Recipe, args: argparse.Namespace) -> None:
     if recipe.data.template and not Path(recipe.data.template).is_file():
         raise TailorError(f"{args.recipe}: data.template: file {recipe.data.template} does not exist.")
     check_model_source(recipe.model)
+    if looks_local(recipe.model.name_or_path) or recipe.model.gguf_file:
+        source = model_source(recipe.model)
+        check_weight_files(recipe.model, source)
+        check_target_modules(recipe.model, recipe.peft.target_modules)
     print(f"{args.recipe}: OK ({recipe.name}: {recipe.model.name_or_path}, {recipe.peft.method}, "
           f"{len(recipe.data.sources)} data source(s), metrics {', '.join(recipe.eval.metrics)})")
 
@@ -58,4 +124,4 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] != "check":
         print("usage: python -m tailor check RECIPE [key=value ...]", file=sys.stderr)
         sys.exit(2)
-    run_cli(check, recipe_parser("Validate a recipe without running it."), argv[1:])
+    run_cli(check, recipe_parser("Validate a recipe without running it."), argv[1:], lock=False)

@@ -101,25 +101,39 @@ def resolve_dtype(settings: ModelSettings) -> "torch.dtype":
 
 
 def load_tokenizer(settings: ModelSettings, source: str | None = None) -> "PreTrainedTokenizerBase":
-    """The tokenizer of the base model (or of `source`, e.g. a saved adapter folder), with a pad token."""
+    """The tokenizer of the base model (or of `source`, e.g. a saved adapter folder), with a pad token.
+
+    Refuses a tokenizer whose vocabulary does not fit the model's embeddings (a tokenizer from another model)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source or model_source(settings), revision=settings.revision,
-                                              trust_remote_code=settings.trust_remote_code)
+    where = source or model_source(settings)
+    warn_remote_code(settings, where)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, revision=settings.revision,
+                                                  trust_remote_code=settings.trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise TailorError(f"model.name_or_path: cannot load a tokenizer from {where} "
+                          f"({_first_line(err)}). {_remote_code_hint(err)}".rstrip()) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
         raise TailorError(f"model.name_or_path: the tokenizer of {settings.name_or_path} has no chat template.")
+    _check_vocab_fits(settings, where, tokenizer)
     return tokenizer
 
 
 def load_model(settings: ModelSettings, quantize_4bit: bool = False, **kwargs: Any) -> "PreTrainedModel":
-    """Load the base model; with `quantize_4bit` as NF4 with double quantization (QLoRA) via bitsandbytes."""
+    """Load the base model; with `quantize_4bit` as NF4 with double quantization (QLoRA) via bitsandbytes.
+
+    Weights are read from safetensors only (pickle files can run code when loaded) unless the recipe sets
+    model.allow_pickle_weights; modelling code shipped with the checkpoint runs only with model.trust_remote_code.
+    """
     from transformers import AutoModelForCausalLM
 
     dtype = resolve_dtype(settings)
-    if settings.trust_remote_code:
-        log.warning("trust_remote_code is on: running modelling code shipped with %s", settings.name_or_path)
+    source = model_source(settings)
+    warn_remote_code(settings, source)
+    check_weight_files(settings, source)
     if quantize_4bit:
         from transformers import BitsAndBytesConfig
 
@@ -130,11 +144,121 @@ def load_model(settings: ModelSettings, quantize_4bit: bool = False, **kwargs: A
             bnb_4bit_compute_dtype=dtype,
             bnb_4bit_quant_storage=dtype,
         )
-    return AutoModelForCausalLM.from_pretrained(
-        model_source(settings),
-        revision=settings.revision,
-        dtype=dtype,
-        trust_remote_code=settings.trust_remote_code,
-        attn_implementation=settings.attn_implementation,
-        **kwargs,
-    )
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            source,
+            revision=settings.revision,
+            dtype=dtype,
+            trust_remote_code=settings.trust_remote_code,
+            attn_implementation=settings.attn_implementation,
+            use_safetensors=None if settings.allow_pickle_weights else True,
+            **kwargs,
+        )
+    except (OSError, ValueError) as err:
+        if isinstance(err, ValueError) and not _is_load_problem(err):
+            raise
+        raise TailorError(f"model.name_or_path: cannot load the model from {source} ({_first_line(err)}). "
+                          f"{_remote_code_hint(err)}".rstrip()) from None
+
+
+# ---------------------------------------------------------------- safety checks before anything runs
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_weight_files(settings: ModelSettings, source: str) -> None:
+    """A local model folder must hold safetensors weights, or the recipe must allow pickle weights."""
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return  # a hub id: from_pretrained(use_safetensors=True) refuses pickle-only repositories itself
+    if not (folder / "config.json").is_file():
+        raise TailorError(f"model.name_or_path: {folder} has no config.json; it is not a transformers model folder.")
+    safe = list(folder.glob("*.safetensors"))
+    pickled = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and "training_args" not in p.name]
+    if safe:
+        return
+    if pickled and not settings.allow_pickle_weights:
+        raise TailorError(f"model.name_or_path: {folder} holds its weights only as pickle ({', '.join(sorted(pickled))})"
+                          ", which can run arbitrary code when loaded. Convert them to safetensors, or, if you trust "
+                          "where they come from, set model.allow_pickle_weights: true.")
+    if not pickled:
+        raise TailorError(f"model.name_or_path: {folder} has no weights (no *.safetensors file).")
+
+
+def warn_remote_code(settings: ModelSettings, source: str) -> None:
+    """With trust_remote_code on, say whose Python code is about to run (the files, when the folder is local)."""
+    if not settings.trust_remote_code:
+        return
+    folder = Path(source).expanduser()
+    files = sorted(p.name for p in folder.glob("*.py")) if folder.is_dir() else []
+    origin = f"local folder {folder.resolve()}" if folder.is_dir() else         f"hub repository {source} (revision {settings.revision or 'main, unpinned'})"
+    shown = f": {', '.join(files)}" if files else ""
+    log.warning("model.trust_remote_code is true: running Python code shipped with the %s%s", origin, shown)
+
+
+def check_target_modules(settings: ModelSettings, target_modules: Any) -> None:
+    """Every module a recipe's peft.target_modules names must exist in the model (built on the meta device:
+    no weights are read)."""
+    if target_modules == "all-linear":
+        return
+    names = module_names(settings)
+    missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names if n.rsplit(".", 1)[-1].endswith("proj")})
+        raise TailorError(f"peft.target_modules: {', '.join(missing)} not found in {settings.name_or_path} "
+                          f"(its projection modules: {', '.join(leaves) or 'none'}). Use names from that list, or "
+                          "all-linear.")
+
+
+def module_names(settings: ModelSettings) -> list[str]:
+    """Module names of the recipe's architecture, from its config only (meta device, no weights)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = model_source(settings)
+    warn_remote_code(settings, source)
+    try:
+        config = AutoConfig.from_pretrained(source, revision=settings.revision,
+                                            trust_remote_code=settings.trust_remote_code)
+        with init_empty_weights():
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=settings.trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        raise TailorError(f"model.name_or_path: cannot read the model config of {source} ({_first_line(err)}). "
+                          f"{_remote_code_hint(err)}".rstrip()) from None
+    return [name for name, _ in model.named_modules()]
+
+
+def _check_vocab_fits(settings: ModelSettings, source: str, tokenizer: Any) -> None:
+    config_file = Path(source) / "config.json"
+    if not config_file.is_file():
+        return
+    import json
+
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except ValueError:
+        raise TailorError(f"model.name_or_path: {config_file} is not valid JSON.") from None
+    vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise TailorError(f"model.name_or_path: the tokenizer in {source} has {len(tokenizer)} tokens but the model's "
+                          f"embeddings have {vocab} (config.json vocab_size): the tokenizer belongs to another model. "
+                          "Put the model's own tokenizer files in the folder.")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+def _is_load_problem(err: ValueError) -> bool:
+    text = str(err)
+    return any(k in text for k in ("trust_remote_code", "Unrecognized", "does not recognize", "safetensors",
+                                   "does not appear to have", "model type"))
+
+
+def _remote_code_hint(err: BaseException) -> str:
+    if "trust_remote_code" in str(err):
+        return ("The checkpoint ships its own Python code; set model.trust_remote_code: true only if you trust "
+                "its source.")
+    return ""

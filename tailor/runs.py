@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -10,9 +11,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tailor.schema import Recipe
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,10 @@ class RunPaths:
     @property
     def checkpoints_dir(self) -> Path:
         return self.root / "checkpoints"
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.root / "merged"
 
     @property
     def eval_dir(self) -> Path:
@@ -118,7 +125,53 @@ def read_json(path: Path) -> Any:
 
 
 def update_record(paths: RunPaths, stage: str, info: dict[str, Any]) -> None:
-    """Merge one stage's facts into `run.json` (the run record every later tool reads)."""
-    record = read_json(paths.record) if paths.record.exists() else {"stages": {}}
-    record.setdefault("stages", {})[stage] = {**info, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_json(paths.record, record)
+    """Merge one stage's facts into `run.json` (the run record every later tool reads).
+
+    Adds `usage` (duration, devices, device-hours, cost, tokens) and `lineage` (code, packages, launch, hardware,
+    data card hash) to the stage's entry and recomputes the run's `totals` (`tailor.lineage`).
+    """
+    from tailor.lineage import stage_facts
+
+    facts = stage_facts(paths, stage, info)
+
+    def change(record: dict[str, Any]) -> None:
+        record.setdefault("stages", {})[stage] = {**info, **facts,
+                                                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        record["lineage"] = {**(record.get("lineage") or {}), **facts["lineage"]}
+
+    modify_record(paths, change)
+
+
+def modify_record(paths: RunPaths, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Read `run.json`, apply `change`, recompute totals, write it back atomically; returns the new record.
+
+    A lock file serialises concurrent writers (two stages or processes); a run.json that is not valid JSON is
+    kept aside as run.json.corrupt and a fresh record is started, so one bad write never blocks later stages.
+    """
+    from filelock import FileLock
+
+    from tailor.lineage import totals
+
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(paths.root / ".run.json.lock"), timeout=120):
+        record = _read_record(paths)
+        change(record)
+        record["totals"] = totals(record)
+        atomic_write_json(paths.record, record)
+    return record
+
+
+def _read_record(paths: RunPaths) -> dict[str, Any]:
+    if not paths.record.exists():
+        return {"stages": {}}
+    try:
+        record = read_json(paths.record)
+        if isinstance(record, dict) and isinstance(record.get("stages", {}), dict):
+            return record
+        problem = "is not a JSON object with a stages mapping"
+    except (ValueError, UnicodeDecodeError) as err:
+        problem = f"is not valid JSON ({err})"
+    aside = paths.record.with_name("run.json.corrupt")
+    os.replace(paths.record, aside)
+    log.warning("%s %s; kept as %s, starting a new record", paths.record, problem, aside)
+    return {"stages": {}}

@@ -29,6 +29,8 @@ class ModelSettings(Strict):
         "auto", description="Weights dtype; auto = bfloat16 on GPUs that support it, float32 on CPU.")
     trust_remote_code: bool = Field(False, description="Run modelling code shipped with the checkpoint. Off unless "
                                     "you trust its source.")
+    allow_pickle_weights: bool = Field(False, description="Also load weights stored as pickle (pytorch_model.bin, "
+                                       "*.pt), which can run code when loaded. Off: safetensors only.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
 
 
@@ -166,7 +168,14 @@ class PeftSettings(Strict):
     moe_experts: Literal["frozen", "targeted"] = Field(
         "frozen", description="Routed experts of MoE models (Qwen3-MoE, DeepSeek-V3/Kimi K2, gpt-oss): frozen = no "
         "LoRA on them (attention, shared experts and dense layers only); targeted = LoRA on every expert's weights "
-        "too (peft target_parameters). Ignored for dense models.")
+        "too (peft target_parameters, which needs dropout 0). Ignored for dense models.")
+
+    @model_validator(mode="after")
+    def _targeted_experts_need_no_dropout(self) -> "PeftSettings":
+        if self.moe_experts == "targeted" and self.dropout != 0:
+            raise ValueError("peft.moe_experts=targeted puts LoRA on fused expert weights (peft ParamWrapper), which "
+                             "does not support dropout: set peft.dropout: 0.0")
+        return self
 
 
 class TrainingSettings(Strict):

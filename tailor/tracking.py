@@ -1,71 +1,231 @@
-"""Weights & Biases logging: one W&B run per stage, grouped by run name, offline unless the recipe says otherwise."""
+"""Experiment tracking: one run per stage (data, train, eval) in one group per pipeline, with full lineage.
+
+`start_stage` records the lineage (resolved recipe, its hash, data card hash, code, packages, launch, hardware) in
+`run.json` and in the tracker's run config; `finish_stage` logs the stage's outputs as an artifact that the next
+stage names as its input. Offline by default: W&B writes under `runs/<name>/wandb/`, trackio into its local store
+(`TRACKIO_DIR`, default ~/.cache/huggingface/trackio). Secrets (API keys, tokens) are never read here, so they
+cannot reach any file we write.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-import platform
-import subprocess
-from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from tailor.errors import TailorError
+from tailor.lineage import code_version, data_card_hash, hardware, launch_profile
 from tailor.recipe import recipe_hash
-from tailor.runs import run_paths
+from tailor.runs import RunPaths, modify_record, run_paths
 from tailor.schema import Recipe
 
-if TYPE_CHECKING:
-    from wandb.sdk.wandb_run import Run
+log = logging.getLogger(__name__)
 
-PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "wandb")
+__all__ = ["code_version", "finish_stage", "start_stage", "stage_outputs", "UPSTREAM"]
 
-
-def code_version() -> dict[str, Any]:
-    """Git commit and dirty flag of the working tree (None outside a checkout), and key package versions."""
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    status = git("status", "--porcelain")
-    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None,
-            "python": platform.python_version(), "packages": versions}
+UPSTREAM = {"data": (), "train": ("data",), "eval": ("data", "train")}
+ARTIFACT_TYPES = {"data": "data-card", "train": "model", "eval": "eval-report"}
 
 
-def start_stage(recipe: Recipe, stage: str, config: dict[str, Any] | None = None) -> "Run | None":
-    """Open the W&B run of one stage (data, train or eval); None when tracking is disabled."""
+@dataclass(frozen=True)
+class _OpenStage:
+    paths: RunPaths
+    stage: str
+    name: str
+    backend: str
+
+
+_OPEN: dict[int, _OpenStage] = {}
+
+
+def lineage(recipe: Recipe, paths: RunPaths) -> dict[str, Any]:
+    """Everything that made this stage: resolved recipe and hash, data card hash, code, launch and hardware."""
+    return {"recipe": recipe.model_dump(mode="json"), "recipe_hash": recipe_hash(recipe),
+            "data_card_hash": data_card_hash(paths), "code": code_version(), "launch": launch_profile(),
+            "hardware": hardware()}
+
+
+def start_stage(recipe: Recipe, stage: str, config: dict[str, Any] | None = None) -> Any:
+    """Record the stage's lineage in run.json and open its tracker run; None when tracking is disabled."""
+    paths = run_paths(recipe)
+    facts = lineage(recipe, paths)
+
+    def note(record: dict[str, Any]) -> None:
+        record["recipe"] = facts["recipe"]
+        record["recipe_hash"] = facts["recipe_hash"]
+        record.setdefault("stage_recipes", {})[stage] = facts["recipe_hash"]
+        record["lineage"] = {**(record.get("lineage") or {}),
+                             **{k: v for k, v in facts.items() if k != "recipe"}}
+
+    record = modify_record(paths, note)
     if recipe.tracking.mode == "disabled":
         return None
-    import wandb
-
-    paths = run_paths(recipe)
-    paths.root.mkdir(parents=True, exist_ok=True)
+    inputs = {s: record["artifacts"][s] for s in UPSTREAM.get(stage, ())
+              if isinstance(record.get("artifacts"), dict) and s in record["artifacts"]}
+    full_config = {**facts, "stage": stage, "inputs": inputs, **(config or {})}
     group = recipe.tracking.run_name or recipe.name
-    full_config = {"recipe": recipe.model_dump(mode="json"), "recipe_hash": recipe_hash(recipe),
-                   "stage": stage, "code": code_version(), **(config or {})}
-    os.environ.setdefault("WANDB_SILENT", "true")
-    return wandb.init(
-        project=recipe.tracking.project,
-        entity=recipe.tracking.entity,
-        group=group,
-        job_type=stage,
-        name=f"{group}-{stage}",
-        tags=recipe.tracking.tags or None,
-        dir=str(paths.root),
-        mode=recipe.tracking.mode,
-        config=full_config,
-    )
+    if recipe.tracking.backend == "wandb":
+        run = _open_wandb(recipe, stage, group, paths, full_config)
+    elif recipe.tracking.backend == "trackio":
+        run = _open_trackio(recipe, stage, group, paths, full_config)
+    else:
+        raise TailorError(_not_available(recipe.tracking.backend))
+    _OPEN[id(run)] = _OpenStage(paths, stage, recipe.name, recipe.tracking.backend)
+    _use_inputs(run, recipe, inputs)
+    return run
 
 
-def finish_stage(run: "Run | None", summary: dict[str, Any]) -> None:
-    """Write final numbers to the run summary and close it."""
+def finish_stage(run: Any, summary: dict[str, Any]) -> None:
+    """Log the stage's outputs as an artifact, write final numbers (plus cost) to the summary, close the run."""
     if run is None:
         return
+    opened = _OPEN.pop(id(run), None)
+    if opened is not None:
+        logged = _log_outputs(run, opened)
+        record = modify_record(opened.paths, lambda r: r.setdefault("artifacts", {}).update(
+            {opened.stage: logged} if logged else {}))
+        usage = ((record.get("stages") or {}).get(opened.stage) or {}).get("usage") or {}
+        costs = {f"run/{k}": usage[k] for k in ("seconds", "device_hours", "cost") if usage.get(k) is not None}
+        summary = {**costs, **summary}
     run.summary.update(summary)
     run.finish()
+
+
+def stage_outputs(paths: RunPaths, stage: str) -> list[Path]:
+    """The files a stage hands on: data card files, the adapter folder, or the eval report (never raw rows)."""
+    if stage == "data":
+        candidates = [paths.data_dir / "data_card.json", paths.data_dir / "data_card.md"]
+    elif stage == "train":
+        candidates = [paths.adapter_dir]
+    elif stage == "eval":
+        candidates = [paths.results, paths.eval_dir / "report.html", paths.eval_dir / "report.md"]
+    else:
+        candidates = []
+    return [p for p in candidates if p.exists()]
+
+
+# ---------------------------------------------------------------- W&B
+
+
+def _open_wandb(recipe: Recipe, stage: str, group: str, paths: RunPaths, config: dict[str, Any]) -> Any:
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb.init(project=recipe.tracking.project, entity=recipe.tracking.entity, group=group, job_type=stage,
+                      name=f"{group}-{stage}", tags=recipe.tracking.tags or None, dir=str(paths.root),
+                      mode=recipe.tracking.mode, config=config)
+
+
+def _use_inputs(run: Any, recipe: Recipe, inputs: dict[str, dict[str, Any]]) -> None:
+    """Link the upstream artifacts as inputs where the tracker can (online W&B, trackio).
+
+    Offline W&B refuses `use_artifact` ("Cannot use artifact when in offline mode"), so there the link is the
+    `inputs` entry of the run config: each upstream artifact's name, type and digest.
+    """
+    for facts in inputs.values():
+        try:
+            if recipe.tracking.backend == "wandb" and recipe.tracking.mode == "online":
+                run.use_artifact(f"{facts['name']}:latest")
+            elif recipe.tracking.backend == "trackio":
+                run.use_artifact(f"{facts['name']}:latest")
+        except Exception as err:  # noqa: BLE001 - a missing upstream artifact must not stop the stage
+            log.warning("could not link input artifact %s (%s); its name and digest are in the run config",
+                        facts.get("name"), err)
+
+
+def _log_outputs(run: Any, opened: _OpenStage) -> dict[str, Any] | None:
+    """Log the stage's output files as one artifact `<name>-<stage>`; returns its name, type, digest, files."""
+    files = stage_outputs(opened.paths, opened.stage)
+    if not files:
+        return None
+    name, kind = f"{opened.name}-{opened.stage}", ARTIFACT_TYPES.get(opened.stage, opened.stage)
+    if opened.backend == "trackio":
+        return _log_trackio_outputs(run, name, kind, files)
+    import wandb
+
+    artifact = wandb.Artifact(name, type=kind, metadata={"stage": opened.stage})
+    for path in files:
+        if path.is_dir():
+            artifact.add_dir(str(path), name=path.name)
+        else:
+            artifact.add_file(str(path))
+    run.log_artifact(artifact)
+    return {"name": name, "type": kind, "digest": artifact.digest, "files": [p.name for p in files]}
+
+
+# ---------------------------------------------------------------- trackio
+
+
+class _TrackioRun:
+    """A trackio run behind the small part of the W&B run API the stages use (log, summary, finish)."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.summary: dict[str, Any] = {}
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        numbers = {k: v for k, v in _flatten(metrics).items() if isinstance(v, (int, float))}
+        if numbers:
+            self.run.log(numbers, step=step)
+
+    def log_artifact(self, artifact: Any, **kwargs: Any) -> None:
+        if isinstance(artifact, (str, Path)):
+            self.run.log_artifact(artifact, **kwargs)
+        else:  # a W&B artifact built by stage code: finish_stage logs the stage's files itself
+            log.debug("trackio backend: skipping a W&B artifact (%s)", getattr(artifact, "name", artifact))
+
+    def use_artifact(self, name: str) -> Any:
+        return self.run.use_artifact(name)
+
+    def finish(self) -> None:
+        self.log({f"summary/{k}": v for k, v in _flatten(self.summary).items()})
+        self.run.finish()
+
+
+def _open_trackio(recipe: Recipe, stage: str, group: str, paths: RunPaths, config: dict[str, Any]) -> Any:
+    if recipe.tracking.mode == "online":
+        raise TailorError("tracking.backend: trackio is supported offline only (its local store, see "
+                          "docs/tracking.md); set tracking.mode: offline, or use tracking.backend: wandb online.")
+    try:
+        import trackio
+    except ImportError:
+        raise TailorError(_not_available("trackio")) from None
+    run = trackio.init(project=recipe.tracking.project, name=f"{group}-{stage}", group=group, config=config,
+                       embed=False, auto_log_cpu=False, auto_log_gpu=False)
+    return _TrackioRun(run)
+
+
+def _log_trackio_outputs(run: _TrackioRun, name: str, kind: str, files: list[Path]) -> dict[str, Any]:
+    import trackio
+
+    artifact = trackio.Artifact(name, type=kind)
+    for path in files:
+        if path.is_dir():
+            artifact.add_dir(str(path), name=path.name)
+        else:
+            artifact.add_file(str(path))
+    logged = run.run.log_artifact(artifact)
+    digest = getattr(logged, "digest", None)
+    return {"name": name, "type": kind, "digest": None if digest is None else str(digest),
+            "files": [p.name for p in files]}
+
+
+def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _not_available(backend: str) -> str:
+    if backend == "mlflow":
+        return ("tracking.backend: mlflow is not supported by this tailor build (its package is not in the pinned "
+                "environment). Set tracking.backend: wandb (default) or trackio in the recipe.")
+    return (f"tracking.backend: {backend} is not installed in this environment. Install it "
+            f"(`.venv/bin/pip install {backend}`) or set tracking.backend: wandb in the recipe.")
+

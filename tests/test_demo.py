@@ -26,3 +26,12 @@ def test_demo_tuned_model_clearly_beats_base(tmp_path: Path) -> None:
     assert tuned["loss"] < base["loss"] - 1.0
     assert tuned["json_valid"] >= 0.8 > base["json_valid"] + 0.5
     assert tuned["json_field_accuracy"] >= base["json_field_accuracy"] + 0.2
+    # the demo's report shows base vs tuned with intervals and plots, in a real browser, without errors
+    from browser import open_page
+
+    page = open_page(tmp_path / "hotel-demo" / "eval" / "report.html", tmp_path / "demo-report.png",
+                     ["table#metrics", "svg.plot", "svg.plot line.whisker"])
+    assert page.console_errors == [] and page.page_errors == []
+    assert page.counts["table#metrics"] == 1 and page.counts["svg.plot"] >= 9  # 3 metrics x (means, deltas, histogram)
+    assert page.counts["svg.plot line.whisker"] >= 3
+    assert "json_valid" in page.texts["table#metrics"] and "[+" in page.texts["table#metrics"]

@@ -26,13 +26,26 @@ ARCHITECTURES = {
     "qwen3": "Qwen3ForCausalLM",
     "qwen3-moe": "Qwen3MoeForCausalLM",
     "deepseek-v3": "DeepseekV3ForCausalLM",
+    "r1-distill-qwen": "Qwen2ForCausalLM",
+    "llama3": "LlamaForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
+    "gpt-oss": "GptOssForCausalLM",
+    "seed-oss": "SeedOssForCausalLM",
 }
-VOCAB_SIZES = {"qwen2.5": 151936, "qwen3": 151936, "qwen3-moe": 151936, "deepseek-v3": 129280}
+VOCAB_SIZES = {"qwen2.5": 151936, "qwen3": 151936, "qwen3-moe": 151936, "deepseek-v3": 129280,
+               "r1-distill-qwen": 152064, "llama3": 151936, "gemma3": 151936, "gpt-oss": 151936, "seed-oss": 151936}
+TIED = ("qwen2.5", "qwen3", "gemma3")
+FIRST_TIER = ("qwen2.5", "qwen3", "qwen3-moe", "deepseek-v3")
 # Pinned so that an accidental edit of a vendored template is noticed.
 TEMPLATE_SHA256 = {
     "qwen2.5.jinja": "cd8e9439f0570856fd70470bf8889ebd8b5d1107207f67a5efb46e342330527f",
     "qwen3.jinja": "87a2728cb8dc9fe424d624542f6060ec05a1d285ebbec578bb078900e33396b5",
     "deepseek-v3.jinja": "1abb11869cb1ab4f7003d1c40de7c11b046c7844da22a67e6154d29e7d14d994",
+    "deepseek-r1-distill.jinja": "56a1447ad31926fdc21fb07e56e5642bd9c850c4f52d8c8af7bbe5f079a84f5f",
+    "llama3.1.jinja": "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65",
+    "gemma3.jinja": "7de1c58e208eda46e9c7f86397df37ec49883aeece39fb961e0a6b24088dd3c4",
+    "gpt-oss.jinja": "a4c9919cbbd4acdd51ccffe22da049264b1b73e59055fa58811a99efbd7c8146",
+    "seed-oss.jinja": "39a23a1a28f68acd747373fa688bea630021ec4db2bc8dec2fd3962240fb0418",
 }
 
 CORPUS = [
@@ -92,7 +105,8 @@ def package_qwen_tokenizer():
 
 
 def test_registry_and_templates():
-    assert tm.available_models() == ("qwen2.5", "qwen3", "qwen3-moe", "deepseek-v3")
+    assert tm.available_models() == ("qwen2.5", "qwen3", "qwen3-moe", "deepseek-v3", "r1-distill-qwen", "llama3",
+                                     "gemma3", "gpt-oss", "seed-oss")
     for name, spec in tm.SPECS.items():
         assert spec.architecture == ARCHITECTURES[name]
         assert spec.template in tm.CHAT_TEMPLATE_SOURCES
@@ -194,13 +208,16 @@ def test_checkpoint_loads_and_runs(name, tiny_paths, tokenizers):
     assert type(model).__name__ == ARCHITECTURES[name]
     assert next(model.parameters()).dtype == torch.float32
     tied = model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
-    assert tied == (name in ("qwen2.5", "qwen3"))
+    assert tied == (name in TIED)
     tok = tokenizers[name]
     assert len(tok) <= config.vocab_size
     assert tok.chat_template == tm.chat_template(name)
 
     prompt = tok.apply_chat_template(CONVERSATION, tokenize=False, add_generation_prompt=True)
-    if name == "deepseek-v3":
+    if name not in FIRST_TIER:
+        assert prompt.endswith(GENERATION_PROMPT_END[name]), prompt[-80:]
+        assert "What is 2 + 2?" in prompt and "Und auf Deutsch? 用中文呢？" in prompt
+    elif name == "deepseek-v3":
         assert prompt == ("<｜begin▁of▁sentence｜>You are a concise assistant.<｜User｜>What is 2 + 2?"
                           "<｜Assistant｜>4<｜end▁of▁sentence｜><｜User｜>Und auf Deutsch? 用中文呢？<｜Assistant｜>")
     else:
@@ -209,7 +226,9 @@ def test_checkpoint_loads_and_runs(name, tiny_paths, tokenizers):
         assert prompt.endswith("<|im_start|>user\nUnd auf Deutsch? 用中文呢？<|im_end|>\n<|im_start|>assistant\n")
 
     inputs = tok(prompt, return_tensors="pt", add_special_tokens=False)
-    if name == "deepseek-v3":
+    if name not in FIRST_TIER:
+        pass
+    elif name == "deepseek-v3":
         assert inputs["input_ids"][0, 0].item() == 0  # BOS from the template, exactly once
         assert (inputs["input_ids"] == 0).sum().item() == 1
     else:
@@ -222,6 +241,56 @@ def test_checkpoint_loads_and_runs(name, tiny_paths, tokenizers):
     # the template's tokenized form agrees with encoding the rendered text
     chat_ids = tok.apply_chat_template(CONVERSATION, add_generation_prompt=True, tokenize=True, return_dict=True)
     assert list(chat_ids["input_ids"]) == inputs["input_ids"][0].tolist()
+
+
+GENERATION_PROMPT_END = {
+    "r1-distill-qwen": "<｜User｜>Und auf Deutsch? 用中文呢？<｜Assistant｜><think>\n",
+    "llama3": "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+    "gemma3": "<end_of_turn>\n<start_of_turn>model\n",
+    "gpt-oss": "<|end|><|start|>assistant",
+    "seed-oss": "<seed:eos><seed:bos>assistant\n",
+}
+
+
+def test_r1_distill_tokenizer_is_the_real_one(tiny_paths, tokenizers):
+    """R1-Distill-Qwen: the published added tokens at their ids, LlamaTokenizerFast declared (transformers 5 loads
+    Qwen2Tokenizer for model_type qwen2), BOS prepended by the tokenizer and rendered once by the template."""
+    tok = tokenizers["r1-distill-qwen"]
+    expected = {"<｜end▁of▁sentence｜>": 151643, "<｜User｜>": 151644, "<｜Assistant｜>": 151645,
+                "<｜begin▁of▁sentence｜>": 151646, "<|EOT|>": 151647, "<think>": 151648, "</think>": 151649,
+                "<|quad_start|>": 151650, "<tool_call>": 151657, "<|file_sep|>": 151664}
+    for token, token_id in expected.items():
+        assert tok.convert_tokens_to_ids(token) == token_id
+        assert tok.encode(token, add_special_tokens=False) == [token_id]
+    assert len(tok) == 151665
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (151646, 151643, 151643)
+    config = json.loads((tiny_paths["r1-distill-qwen"] / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert config["tokenizer_class"] == "LlamaTokenizerFast" and config["add_bos_token"] is True
+    assert type(tok).__name__ == "Qwen2Tokenizer" and tok.model_max_length == 16384
+    reference = tm.qwen_reference_encoding("r1-distill-qwen")
+    text = "Hello, world! 你好 <think>x</think>"
+    assert tok(text)["input_ids"] == [151646] + reference.encode(text, allowed_special="all")
+    ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, return_dict=True)
+    assert list(ids["input_ids"]) == [151646, 151644, 6023, 151645, 151648, 198]  # one BOS, <think>\n prefill
+    history = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>\nr\n</think>\n\na"}]
+    assert tok.apply_chat_template(history, tokenize=False) == (
+        "<｜begin▁of▁sentence｜><｜User｜>q<｜Assistant｜>\n\na<｜end▁of▁sentence｜>")  # reasoning dropped
+    generation = AutoConfig.from_pretrained(tiny_paths["r1-distill-qwen"])
+    assert (generation.bos_token_id, generation.eos_token_id) == (151646, 151643)
+
+
+@pytest.mark.parametrize("name", ["llama3", "gemma3", "gpt-oss", "seed-oss"])
+def test_second_tier_special_tokens(name, tiny_paths, tokenizers):
+    """Qwen BPE + the family's special tokens after 151643: each one token, eos/pad/bos as the family declares."""
+    tok = tokenizers[name]
+    added = tm.qwen_added_tokens(name)
+    for index, (token, _) in enumerate(added):
+        assert tok.encode(token, add_special_tokens=False) == [151643 + index]
+    spec = tm.QWEN_BPE_TOKENIZERS[name]
+    assert (tok.eos_token, tok.pad_token, tok.bos_token) == (spec.eos, spec.pad, spec.bos)
+    assert (tok("hi")["input_ids"][0] == tok.bos_token_id) == spec.prepend_bos
+    generation = json.loads((tiny_paths[name] / "generation_config.json").read_text(encoding="utf-8"))
+    assert tok.convert_tokens_to_ids(spec.eos) in generation["eos_token_id"]
 
 
 def test_qwen25_default_system_prompt(tokenizers):

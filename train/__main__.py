@@ -29,7 +29,7 @@ def launch_from_args(recipe: Recipe, args: argparse.Namespace) -> Launch:
 
 
 def child_env(launch: Launch, gpus_visible: int, launch_dir: Path) -> dict[str, str]:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TAILOR_STRATEGY": launch.strategy,
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TAILOR_STRATEGY": launch.strategy, "TAILOR_LAUNCHER": "1",
            # NCCL flight recorder: on a collective timeout each rank dumps its last collectives here
            "TORCH_NCCL_TRACE_BUFFER_SIZE": os.environ.get("TORCH_NCCL_TRACE_BUFFER_SIZE", "2000"),
            "TORCH_NCCL_DUMP_ON_TIMEOUT": os.environ.get("TORCH_NCCL_DUMP_ON_TIMEOUT", "1"),
@@ -92,8 +92,11 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
     command = launch_command(launch, profile, visible, args.recipe, args.overrides)
     print("+ " + " ".join(command), flush=True)
     launch_dir = paths.root / "launch"
+    preempted = launch_dir / "PREEMPTED"
+    preempted.unlink(missing_ok=True)
     code = run_launch(command, child_env(launch, visible, launch_dir), launch_dir / "STOP")
-    if code == PREEMPTED_EXIT_CODE:
+    if preempted.exists():  # the workers exit 0 so that accelerate/torchrun print no failure
+        preempted.unlink()
         print(f"train: preempted; checkpoint saved. Exit code {PREEMPTED_EXIT_CODE}: run the same command to resume.")
         sys.exit(PREEMPTED_EXIT_CODE)
     if code:

@@ -396,15 +396,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark; returns one result dict per row (a worker process returns none)."""
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if args.worker:
         worker(args.worker)
-        return
+        return []
     try:
-        bench(args, argv if argv is not None else sys.argv[1:])
+        return bench(args, argv if argv is not None else sys.argv[1:])
     except TailorError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -474,12 +475,21 @@ def format_row(result: dict[str, Any]) -> str:
     if "error" in result:
         return f"{lead} FAILED: {result['error']}"
     s = result["settings"]
-    flags = ", ".join(f"{k}" if v is True else f"{k}={v}" for k, v in s.items()
-                      if k not in ("batch",) and v not in (False, None, 1))
+    flags = settings_text(s)
     mfu = f"{result['mfu']:.1%}" if result.get("mfu") is not None else "n/a"
     return (f"{lead} {s['batch']:>5} {result['tokens_per_step']:>9,.0f} {result['step_seconds']:>8.3f} "
             f"{result['tokens_per_second']:>10,.1f} {result['peak_memory'] / 2**30:>7.2f}GB "
             f"{result['flops_per_token']['total'] / 1e9:>10.3f} {mfu:>6}  {result['dtype']}, {flags}")
+
+
+def settings_text(settings: dict[str, Any]) -> str:
+    """The switches that are on, e.g. 'packing, padding_free, optim=adamw_torch_fused, attn=sdpa'."""
+    shown = []
+    for key, value in settings.items():
+        if key == "batch" or value is False or value is None or (key == "grad_accum" and value == 1):
+            continue
+        shown.append(key if value is True else f"{key}={value}")
+    return ", ".join(shown)
 
 
 def ratio(results: list[dict[str, Any]], method: str) -> float | None:
@@ -507,8 +517,7 @@ def record(args: argparse.Namespace, argv: list[str], info: dict[str, Any], resu
             lines.append(f"| {r['method']} | {r['side']} | | | failed: {r['error'][:120]} | | | | |")
             continue
         s = r["settings"]
-        settings = ", ".join([r["dtype"]] + [k if v is True else f"{k}={v}" for k, v in s.items()
-                                              if k != "batch" and v not in (False, None, 1)])
+        settings = f"{r['dtype']}, {settings_text(s)}"
         value = ratio(results, r["method"]) if r["side"] == "tailor" else None
         lines.append(f"| {r['method']} | {r['side']} | {settings} | {s['batch']} | {r['tokens_per_second']:,.0f} | "
                      f"{r['step_seconds']:.3f} | {r['peak_memory'] / 2**30:.2f} GB | "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tailor.runs import RunPaths
 from tailor.schema import Recipe
@@ -13,15 +13,19 @@ if TYPE_CHECKING:
     from trl import SFTConfig
 
 
-def lora_config(recipe: Recipe) -> "LoraConfig":
+def lora_config(recipe: Recipe, model: Any = None) -> "LoraConfig":
+    """The adapter. With the model given, mixture-of-experts targets follow `peft.moe_experts` (frozen/targeted)."""
     from peft import LoraConfig
 
+    from tailor.moe_lora import moe_lora_targets
+
     settings = recipe.peft
+    targets = moe_lora_targets(settings, model) if model is not None else {"target_modules": settings.target_modules}
     return LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
+        **targets,
         use_rslora=settings.use_rslora,
         use_dora=settings.use_dora,
         bias="none",

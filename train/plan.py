@@ -108,7 +108,7 @@ def build_arch(recipe: Recipe, arch_file: str | Path | None = None) -> tuple[Arc
     moe_layers = tuple(i for i, layer in enumerate(model.model.layers) if hasattr(getattr(layer, "mlp", None),
                                                                                    "experts"))
     with torch.device("meta"):
-        peft_model = get_peft_model(model, lora_config(recipe))
+        peft_model = get_peft_model(model, lora_config(recipe, model))
     lora_params = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
     targets = []
     for name, module in peft_model.named_modules():
@@ -229,10 +229,12 @@ class Plan:
             out.append(f"turn on training.gradient_checkpointing=true (micro batch up to "
                        f"{self.max_micro_batch_checkpointed})")
         if s.method == "lora":
-            qlora = replace(s, method="qlora", optim="paged_adamw_8bit" if not s.deepspeed else s.optim,
-                            lora_params=s.lora_params)
-            if largest_micro_batch(self.arch, qlora, self.gpu_mem_gib) >= 1:
-                out.append("use peft.method=qlora (4-bit base weights)")
+            qlora = replace(s, method="qlora", optim="paged_adamw_8bit" if not s.deepspeed else s.optim)
+            best = largest_micro_batch(self.arch, qlora, self.gpu_mem_gib)
+            if best >= 1:
+                out.append(f"use peft.method=qlora (4-bit base weights; micro batch up to {best})")
+            elif largest_micro_batch(self.arch, replace(qlora, gradient_checkpointing=True), self.gpu_mem_gib):
+                out.append("use peft.method=qlora with training.gradient_checkpointing=true")
         if s.strategy in ("ddp", "zero2") or s.gpus == 1:
             for gpus in (2, 4, 8):
                 if gpus <= s.gpus:
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="memory of one GPU in GiB (default 80)")
     parser.add_argument("--strategy", default=None, help="ddp | fsdp | zero2 | zero3 (default: training.strategy)")
     parser.add_argument("--arch", default=None, help="a model config.json to use instead of the recipe's model")
-    run_cli(stage, parser, argv)
+    run_cli(stage, parser, argv, lock=False)  # read-only: no run-folder lock
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
 
         device_map = {"": PartialState().local_process_index}
     model = load_model(recipe.model, quantize_4bit=qlora, device_map=device_map)
-    report_to = ["wandb"] if recipe.tracking.mode != "disabled" else ["none"]
+    report_to = [recipe.tracking.backend] if recipe.tracking.mode != "disabled" else ["none"]
     args = sft_config(recipe, paths, use_cpu=use_cpu, bf16=_use_bf16(recipe, model), report_to=report_to,
                       strategy=os.environ.get("TAILOR_STRATEGY", "single"), grad_accum=grad_accum)
     trainer = SFTTrainer(
@@ -57,7 +57,7 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(recipe),
+        peft_config=lora_config(recipe, model),
         callbacks=callbacks,
     )
     return trainer, tokenizer, manifest
@@ -109,6 +109,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
         state.wait_for_everyone()
         if state.is_main_process:
             (launch_dir / "STOP").unlink(missing_ok=True)
+            # launchers (accelerate, torchrun) turn exit codes into 1: the marker tells `python -m train` the truth
+            (launch_dir / "PREEMPTED").write_text(f"{stop.stopped_at}\n")
             finish_stage(run, {"preempted_at_step": stop.stopped_at})
             print(f"train: stopped by {'signal' if stop.signalled else 'STOP file'} at step {stop.stopped_at}; "
                   f"checkpoint saved in {paths.checkpoints_dir}. Run `make train` again to resume.", flush=True)
@@ -199,8 +201,8 @@ def _trained_tokens(trainer: Any) -> int:
 def stage(recipe: Recipe, args: argparse.Namespace) -> None:
     from train.launch import PREEMPTED_EXIT_CODE
 
-    if train(recipe).get("preempted"):
-        sys.exit(PREEMPTED_EXIT_CODE)
+    if train(recipe).get("preempted") and not os.environ.get("TAILOR_LAUNCHER"):
+        sys.exit(PREEMPTED_EXIT_CODE)  # under `python -m train` the PREEMPTED marker carries this instead
 
 
 def main() -> None:

@@ -1,0 +1,94 @@
+"""Write the planned splits from the shards: train.parquet, then the held-out contamination check, then
+heldout.parquet; the mask audit counts every row written and stops the run on a hard problem."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from data_prep.audit import AuditReport, check, end_of_turn_token
+from data_prep.contamination import HeldoutIndex
+from data_prep.plan import Collected, Plan
+from data_prep.shards import block_rows, output_schema, read_planned, to_output
+from tailor.schema import Recipe
+
+WORK_COLUMNS = ["_text", "_eot", "_trained"]
+
+
+@dataclass
+class Written:
+    train_rows: int
+    heldout_rows: int
+    tokens: dict[str, int]
+    contamination: dict[str, Any]
+    audit: AuditReport
+
+
+def write_splits(recipe: Recipe, tokenizer: Any, collected: Collected, plan: Plan, out: Path) -> Written:
+    settings = recipe.data.contamination
+    audit = AuditReport(end_of_turn=end_of_turn_token(tokenizer)[1],
+                        template_mismatches=collected.rejected.mismatches)
+    shards, position = np.asarray(collected.shard, dtype=np.int64), np.asarray(collected.position, dtype=np.int64)
+
+    block = block_rows(float(plan.tokens[plan.train].mean()) if len(plan.train) else 1.0)
+
+    def planned(rows: np.ndarray, columns: list[str]):
+        return read_planned(collected.shards, shards[rows], position[rows], columns, block)
+
+    check_contamination = settings.enabled and len(plan.train) > 0 and len(plan.heldout) > 0
+    index = None
+    if check_contamination:
+        index = HeldoutIndex(((row["id"], row["_text"]) for table in planned(plan.heldout, ["id", "_text"])
+                              for row in table.to_pylist()), n=settings.ngram)
+    schema = output_schema(heldout=False)
+    columns = [f.name for f in schema] + WORK_COLUMNS
+    trained = 0
+    with pq.ParquetWriter(out / "train.parquet", schema) as writer:
+        for table in planned(plan.train, columns):
+            trained += _audit(audit, table)
+            if index is not None:
+                index.scan(table.column("_text").to_pylist())
+            writer.write_table(to_output(table, schema))
+
+    summary = {"enabled": settings.enabled, "ngram": settings.ngram, "threshold": settings.threshold, "removed": 0}
+    heldout = plan.heldout
+    if index is not None:
+        flagged = index.contaminated(settings.threshold)
+        if flagged:
+            index.start_best(flagged)
+            for table in planned(plan.train, ["source", "_text"]):
+                index.scan_best(table.column("source").to_pylist(), table.column("_text").to_pylist())
+            for row, hit in zip(heldout[flagged].tolist(), index.results(flagged)):
+                collected.rejected.add(collected.where(row), "contaminated", "held-out row overlaps a training row",
+                                       overlap=round(hit.overlap, 3), train_row=hit.train_key or None)
+            summary["removed"] = len(flagged)
+            heldout = np.delete(heldout, flagged)
+
+    schema = output_schema(heldout=True)
+    columns = [f.name for f in schema] + WORK_COLUMNS
+    with pq.ParquetWriter(out / "heldout.parquet", schema) as writer:
+        for table in planned(heldout, columns):
+            _audit(audit, table)
+            writer.write_table(to_output(table, schema))
+    check(audit)
+    tokens = plan.tokens
+    return Written(len(plan.train), len(heldout), {
+        "train_total": int(tokens[plan.train].sum()),
+        "train_trained": trained,
+        "heldout_total": int(tokens[heldout].sum()),
+        "train_truncated_rows": int(np.frombuffer(bytes(collected.truncated), dtype=np.uint8)[plan.train].sum()),
+    }, summary, audit)
+
+
+def _audit(audit: AuditReport, table: Any) -> int:
+    """Count a block of rows in the audit; return their trained tokens."""
+    columns = table.select(["id", "_eot", "_trained", "trained_turns", "truncated", "role_tokens",
+                            "role_trained"]).to_pydict()
+    for row_id, eot, trained, turns, truncated, role_tokens, role_trained in zip(*columns.values()):
+        audit.add(row_id, eot, trained > 0, turns, truncated, json.loads(role_tokens), json.loads(role_trained))
+    return int(sum(columns["_trained"]))

@@ -1,0 +1,113 @@
+"""Parquet shards: what the workers write, and how the final train / held-out files are assembled from them.
+
+Each chunk of input becomes up to two shards (train side, held-out side), rows sorted by split score. The final
+order is the split-score order over all shards, so assembling is a merge: every shard is read front to back,
+one row group at a time, and at most one row group per shard is in memory. Columns whose name starts with `_`
+are working data (score, text for contamination, audit counts) and never reach the prepared files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Bytes (in memory) of one row group of a shard: the merge holds one per shard, so this times the number of
+# shards (at most ~2 x readers.MAX_CHUNKS) bounds its memory, whatever the length of the rows.
+ROW_GROUP_BYTES = 256 << 10
+
+# The prepared files' columns, in order, with the types `datasets` gave them (tests/test_train.py pins losses on them).
+PUBLIC = [("id", pa.string()), ("source", pa.string()), ("input_ids", pa.list_(pa.int32())),
+          ("assistant_masks", pa.list_(pa.int64())), ("truncated", pa.bool_()), ("trained_turns", pa.int64()),
+          ("role_tokens", pa.string()), ("role_trained", pa.string())]
+HELDOUT_EXTRA = [("messages", pa.string()), ("prompt", pa.string()), ("reference", pa.string())]
+WORKING = [("_score", pa.float64()), ("_mix", pa.float64()), ("_text", pa.string()), ("_eot", pa.int32()),
+           ("_trained", pa.int32())]
+
+
+def output_schema(heldout: bool) -> pa.Schema:
+    """The schema of train.parquet / heldout.parquet, with the `datasets` features metadata."""
+    from datasets import Features
+
+    fields = PUBLIC + (HELDOUT_EXTRA if heldout else [])
+    schema = pa.schema(fields)
+    features = Features.from_arrow_schema(schema)
+    return schema.with_metadata({"huggingface": json.dumps({"info": {"features": features.to_dict()}})})
+
+
+def write_shard(path: Path, columns: dict[str, Any], ids: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
+    """Write one shard, rows sorted by `_score` (stable: file order on ties); return each row's position in it."""
+    lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    arrays = dict(columns)
+    arrays["input_ids"] = pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(ids) if ids else
+                                                                     np.zeros(0, np.int32)))
+    arrays["assistant_masks"] = pa.ListArray.from_arrays(offsets, pa.array(
+        np.concatenate(masks).astype(np.int8) if masks else np.zeros(0, np.int8)))
+    table = pa.table(arrays)
+    order = np.argsort(np.asarray(columns["_score"], dtype=np.float64), kind="stable")
+    group = int(np.clip(ROW_GROUP_BYTES * max(table.num_rows, 1) // max(table.nbytes, 1), 4, 1024))
+    pq.write_table(table.take(order), path, row_group_size=group, compression="lz4")
+    positions = np.empty(len(order), dtype=np.int64)
+    positions[order] = np.arange(len(order))
+    return positions
+
+
+class ShardReader:
+    """Reads rows of one shard at increasing positions, holding one row group at a time."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self._file = pq.ParquetFile(path)
+        self._columns = columns
+        self._group = -1
+        self._table: pa.Table | None = None
+        self._start = self._end = 0  # positions covered by the current row group
+
+    def take(self, positions: np.ndarray) -> pa.Table:
+        """Rows at `positions` (increasing, none before a position taken earlier)."""
+        pieces, i = [], 0
+        while i < len(positions):
+            while positions[i] >= self._end:
+                self._group += 1
+                self._table = self._file.read_row_group(self._group, columns=self._columns)
+                self._start, self._end = self._end, self._end + self._table.num_rows
+            j = i + int(np.searchsorted(positions[i:], self._end))
+            pieces.append(self._table.take(pa.array(positions[i:j] - self._start)))
+            i = j
+        return pa.concat_tables(pieces)
+
+
+def read_planned(paths: list[Path], shard: np.ndarray, position: np.ndarray, columns: list[str],
+                 block: int = 4096) -> Iterator[pa.Table]:
+    """The planned rows, in plan order, in tables of up to `block` rows. Row k is row `position[k]` of shard
+    `shard[k]`; within a shard the positions never decrease along the plan (equal ones repeat a row).
+    Memory: one row group per shard read, and one block."""
+    readers: dict[int, ShardReader] = {}
+    for start in range(0, len(shard), block):
+        sid, pos = shard[start:start + block], position[start:start + block]
+        pieces, gather = [], np.empty(len(sid), dtype=np.int64)
+        base = 0
+        for s in np.unique(sid).tolist():
+            rows = np.nonzero(sid == s)[0]
+            unique, inverse = np.unique(pos[rows], return_inverse=True)
+            if s not in readers:
+                readers[s] = ShardReader(paths[s], columns)
+            pieces.append(readers[s].take(unique))
+            gather[rows] = base + inverse
+            base += len(unique)
+        yield pa.concat_tables(pieces).take(pa.array(gather)) if pieces else pa.table({})
+
+
+def to_output(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A block of shard rows as rows of a prepared file (public columns, final types)."""
+    return pa.table([table.column(f.name).cast(f.type) for f in schema], schema=schema)
+
+
+def block_rows(tokens_per_row: float, budget: int = 1 << 20) -> int:
+    """Rows per block of assembly so that a block holds about `budget` tokens."""
+    return int(np.clip(budget / max(tokens_per_row, 1.0), 16, 4096))

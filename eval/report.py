@@ -1,0 +1,284 @@
+"""report.md and report.html of the eval stage: every variant's metrics, tuned-vs-other differences with paired
+intervals, better/worse counts, exclusions, plots (inline SVG), worst regressions, cost, settings and hashes.
+
+`include_text=False` leaves out every prompt, reference and output (what goes to W&B unless
+tracking.log_samples is on): only numbers and row ids remain.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from eval import svg
+from tailor.runs import atomic_write_text
+
+CSS = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:8px 0 20px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;
+vertical-align:top}th{background:#f3f3f3}td.l,th.l{text-align:left}.sig{font-weight:bold}.up{color:#2a7d2a}
+.down{color:#b22222}.plots{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:16px}
+pre{white-space:pre-wrap;background:#f7f7f7;padding:8px;max-height:300px;overflow:auto}
+td.text{text-align:left;white-space:pre-wrap;max-width:320px;font-family:monospace;font-size:12px}
+.note{color:#555}"""
+
+
+def _f(value: Any, signed: bool = False) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-" if value is None else str(value)
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _metric_keys(results: dict[str, Any]) -> list[str]:
+    """Scalar metrics in display order: loss first, then the recipe's metrics, then derived numbers."""
+    keys: list[str] = []
+    for metrics in results["models"].values():
+        for key, value in metrics.items():
+            if isinstance(value, float) and key not in keys and not key.endswith("_excluded_rows"):
+                keys.append(key)
+    return keys
+
+
+def _variants(results: dict[str, Any]) -> list[str]:
+    names = list(results["models"])
+    return ["tuned"] + [n for n in names if n != "tuned"] if "tuned" in names else names
+
+
+def _pair_rows(results: dict[str, Any]) -> list[tuple[str, str, dict]]:
+    return [(other, metric, c) for other, pair in results.get("pairs", {}).items() for metric, c in pair.items()]
+
+
+def _exclusions(results: dict[str, Any]) -> list[str]:
+    """Every row left out of a number, said in words."""
+    notes = []
+    for name, info in results.get("variants", {}).items():
+        if info.get("missing_ids"):
+            notes.append(f"{name}: {info['missing_ids']} held-out rows have no prediction (e.g. "
+                         f"{', '.join(info.get('missing_examples', []))}); excluded from its scores and intervals.")
+        if info.get("extra_ids"):
+            notes.append(f"{name}: {info['extra_ids']} ids in the predictions file are not held-out rows; ignored.")
+        if info.get("predictions_not_reused"):
+            notes.append(f"{name}: its adapter was run on these rows (its predictions were not reused: "
+                         f"{info['predictions_not_reused']}).")
+    for name, metrics in results["models"].items():
+        for key, value in metrics.items():
+            if key.endswith("_excluded_rows"):
+                notes.append(f"{name}: {key.removesuffix('_excluded_rows')} does not apply to {value} rows "
+                             "(excluded from its mean).")
+        if metrics.get("outside_label_set"):
+            notes.append(f"{name}: {metrics['outside_label_set']} answers are outside the label set (counted wrong).")
+        if metrics.get("think_unfinished"):
+            notes.append(f"{name}: {metrics['think_unfinished']} answers never closed their think block (empty "
+                         "answer, scored as given).")
+    for other, metric, c in _pair_rows(results):
+        if c.get("excluded"):
+            notes.append(f"tuned vs {other}, {metric}: {c['excluded']} rows without both scores excluded "
+                         f"(n={c['n']}).")
+    return notes
+
+
+# ------------------------------------------------------------------------------------------------ markdown
+
+
+def render_markdown(name: str, results: dict[str, Any], predictions: list[dict], include_text: bool = True) -> str:
+    variants = _variants(results)
+    lines = [f"# Eval report: {name}", "",
+             f"{results.get('generation_rows', results['rows'])} held-out rows generated, {results['rows']} for the "
+             f"loss; variants: {', '.join(variants)}; backend {results.get('backend', 'hf')}. "
+             f"Intervals: paired bootstrap, {results['settings']['confidence']:.0%}; * = the interval excludes 0.",
+             "", "## Metrics", "", "| metric | " + " | ".join(variants) + " |",
+             "|---|" + "---|" * len(variants)]
+    for key in _metric_keys(results):
+        lines.append(f"| {key} | " + " | ".join(_f(results["models"][v].get(key)) for v in variants) + " |")
+    lines += ["", "## Tuned minus each other variant", "",
+              "| vs | metric | other | tuned | delta | interval | better | worse | same | n | excluded |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for other, metric, c in _pair_rows(results):
+        star = "*" if c["excludes_zero"] else ""
+        lines.append(f"| {other} | {metric} | {_f(c['base_mean'])} | {_f(c['tuned_mean'])} | {_f(c['delta'], True)}"
+                     f" | [{_f(c['ci_low'], True)}, {_f(c['ci_high'], True)}]{star} | {c['better']} | {c['worse']} | "
+                     f"{c['same']} | {c['n']} | {c['excluded']} |")
+    notes = _exclusions(results)
+    if notes:
+        lines += ["", "## Exclusions", ""] + [f"- {n}" for n in notes]
+    lines += _markdown_extras(results)
+    lines += ["", "## Worst regressions", ""] + _markdown_worst(results, predictions, include_text)
+    lines += ["", "## Cost", "", "```json", json.dumps(results.get("cost", {}), indent=2), "```",
+              "", "## Settings", "", "```json", json.dumps(results.get("settings", {}), indent=2), "```",
+              "", "## Hashes", "", "```json", json.dumps(results.get("hashes", {}), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _markdown_extras(results: dict[str, Any]) -> list[str]:
+    lines = []
+    if results.get("judge"):
+        lines += ["", "## LLM judge (pairwise, both orders)", "", "| vs | win rate | interval | wins | losses | "
+                  "ties | position flips | invalid |", "|---|---|---|---|---|---|---|---|"]
+        for other, j in results["judge"].items():
+            lines.append(f"| {other} | {_f(j.get('win_rate'))} | [{_f(j.get('ci_low'))}, {_f(j.get('ci_high'))}] | "
+                         f"{j['wins']} | {j['losses']} | {j['ties']} | {j['position_flips']} | "
+                         f"{j['invalid_replies']} |")
+    if results.get("general"):
+        lines += ["", "## General ability (lm-evaluation-harness)", "", "| task | metric | base | tuned | delta |",
+                  "|---|---|---|---|---|"]
+        for task, metrics in results["general"].items():
+            for key, m in metrics.items():
+                lines.append(f"| {task} | {key} | {_f(m['base'])} | {_f(m['tuned'])} | {_f(m['delta'], True)} |")
+    return lines
+
+
+def _worst_items(results: dict[str, Any]) -> list[tuple[str, dict]]:
+    return [(other, w) for other, items in results.get("worst", {}).items() for w in items]
+
+
+def _markdown_worst(results: dict[str, Any], predictions: list[dict], include_text: bool) -> list[str]:
+    items = _worst_items(results)
+    if not items:
+        return ["No row scored lower for tuned than for any other variant."]
+    by_id = {p["id"]: p for p in predictions}
+    lines = []
+    for other, w in items:
+        lines.append(f"- `{w['id']}` {w['metric']}: {other} {_f(w['other'])} -> tuned {_f(w['tuned'])}")
+        row = by_id.get(w["id"])
+        if include_text and row:
+            for key in ("reference", other, "tuned"):
+                lines.append(f"  - {key}: `{_short(row.get(key))}`")
+    return lines
+
+
+def _short(text: Any, limit: int = 300) -> str:
+    text = "" if text is None else str(text)
+    text = text.replace("`", "'").replace("\n", " ⏎ ")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# ------------------------------------------------------------------------------------------------ html
+
+
+def render_html(name: str, results: dict[str, Any], predictions: list[dict], include_text: bool = True) -> str:
+    variants = _variants(results)
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Eval report: {escape(name)}"
+             f"</title><style>{CSS}</style></head><body>",
+             f"<h1>Eval report: {escape(name)}</h1>",
+             f"<p class=\"note\">{results.get('generation_rows', results['rows'])} held-out rows generated, "
+             f"{results['rows']} for the loss; variants: {escape(', '.join(variants))}; backend "
+             f"{escape(str(results.get('backend', 'hf')))}; written {time.strftime('%Y-%m-%d %H:%M')}. Intervals: "
+             f"paired bootstrap over rows, {results['settings']['confidence']:.0%}; <b>bold</b> = the interval of "
+             "the difference excludes 0.</p>",
+             "<h2>Metrics</h2>", _html_metrics(results, variants), "<h2>Tuned minus each other variant</h2>",
+             _html_pairs(results), "<h2>Plots</h2>", _html_plots(results, predictions, variants)]
+    notes = _exclusions(results)
+    if notes:
+        parts.append("<h2>Exclusions</h2><ul id=\"exclusions\">" + "".join(f"<li>{escape(n)}</li>" for n in notes)
+                     + "</ul>")
+    extras = _markdown_extras(results)
+    if extras:
+        parts.append(_md_tables_to_html(extras))
+    parts += ["<h2>Worst regressions</h2>", _html_worst(results, predictions, include_text)]
+    for title, key in (("Cost", "cost"), ("Settings", "settings"), ("Hashes", "hashes")):
+        parts.append(f"<h2>{title}</h2><pre id=\"{key}\">{escape(json.dumps(results.get(key, {}), indent=2))}</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _html_metrics(results: dict[str, Any], variants: list[str]) -> str:
+    base = results.get("comparisons", {})
+    head = "".join(f"<th>{escape(v)}</th>" for v in variants)
+    rows = []
+    for key in _metric_keys(results):
+        cells = "".join(f"<td>{_f(results['models'][v].get(key))}</td>" for v in variants)
+        c = base.get(key)
+        if c:
+            cls = "sig " + ("up" if c["delta"] > 0 else "down") if c["excludes_zero"] else ""
+            extra = (f"<td class=\"{cls}\">{_f(c['delta'], True)}</td><td class=\"{cls}\">[{_f(c['ci_low'], True)}, "
+                     f"{_f(c['ci_high'], True)}]</td><td>{c['better']}/{c['worse']}</td>")
+        else:
+            delta = results.get("delta", {}).get(key)
+            extra = f"<td>{_f(delta, True)}</td><td></td><td></td>"
+        rows.append(f"<tr><td class=\"l\">{escape(key)}</td>{cells}{extra}</tr>")
+    return (f"<table id=\"metrics\"><thead><tr><th class=\"l\">metric</th>{head}<th>tuned − base</th>"
+            f"<th>interval</th><th>better/worse</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _html_pairs(results: dict[str, Any]) -> str:
+    rows = []
+    for other, metric, c in _pair_rows(results):
+        cls = "sig " + ("up" if c["delta"] > 0 else "down") if c["excludes_zero"] else ""
+        rows.append(f"<tr><td class=\"l\">{escape(other)}</td><td class=\"l\">{escape(metric)}</td>"
+                    f"<td>{_f(c['base_mean'])}</td><td>{_f(c['tuned_mean'])}</td><td class=\"{cls}\">"
+                    f"{_f(c['delta'], True)}</td><td class=\"{cls}\">[{_f(c['ci_low'], True)}, "
+                    f"{_f(c['ci_high'], True)}]</td><td>{c['better']}</td><td>{c['worse']}</td><td>{c['same']}</td>"
+                    f"<td>{c['n']}</td><td>{c['excluded']}</td></tr>")
+    if not rows:
+        return "<p>No other variant to compare with (eval.compare_base is off and nothing else was given).</p>"
+    return ("<table id=\"pairs\"><thead><tr><th class=\"l\">vs</th><th class=\"l\">metric</th><th>other</th>"
+            "<th>tuned</th><th>delta</th><th>interval</th><th>better</th><th>worse</th><th>same</th><th>n</th>"
+            f"<th>excluded</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _html_plots(results: dict[str, Any], predictions: list[dict], variants: list[str]) -> str:
+    blocks = []
+    for metric in results.get("metric_names") or []:
+        charts = [svg.bars(f"{metric}: mean", [(v, results["models"][v].get(metric)) for v in variants])]
+        items = [(f"vs {other}", c["delta"], c["ci_low"], c["ci_high"], c["excludes_zero"])
+                 for other, pair in results.get("pairs", {}).items() for m, c in pair.items() if m == metric]
+        if items:
+            charts.append(svg.deltas(f"{metric}: tuned − other", items))
+        series = [(v, [s for p in predictions if (s := (p.get(f"{v}_scores") or {}).get(metric)) is not None])
+                  for v in variants]
+        charts.append(svg.histogram(f"{metric}: per-row scores", series))
+        blocks.append(f"<div class=\"plots\" data-metric=\"{escape(metric)}\">{''.join(charts)}</div>")
+    return "".join(blocks)
+
+
+def _html_worst(results: dict[str, Any], predictions: list[dict], include_text: bool) -> str:
+    items = _worst_items(results)
+    if not items:
+        return "<p>No row scored lower for tuned than for any other variant.</p>"
+    by_id = {p["id"]: p for p in predictions}
+    head = "<th class=\"l\">id</th><th class=\"l\">vs</th><th>metric</th><th>other</th><th>tuned</th>"
+    if include_text:
+        head += "<th class=\"l\">reference</th><th class=\"l\">other's answer</th><th class=\"l\">tuned answer</th>"
+    rows = []
+    for other, w in items:
+        cells = (f"<td class=\"l\">{escape(str(w['id']))}</td><td class=\"l\">{escape(other)}</td>"
+                 f"<td>{escape(w['metric'])}</td><td>{_f(w['other'])}</td><td>{_f(w['tuned'])}</td>")
+        row = by_id.get(w["id"], {})
+        if include_text:
+            cells += "".join(f"<td class=\"text\">{escape(_short(row.get(k), 600))}</td>"
+                             for k in ("reference", other, "tuned"))
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<table id=\"worst\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _md_tables_to_html(lines: list[str]) -> str:
+    """The judge and general-ability sections: their markdown tables as HTML tables."""
+    out, table = [], []
+
+    def flush() -> None:
+        if table:
+            cells = [[escape(c.strip()) for c in r.strip("|").split("|")] for r in table if not r.startswith("|---")]
+            head = "".join(f"<th>{c}</th>" for c in cells[0])
+            body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            table.clear()
+
+    for line in lines:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("## "):
+            out.append(f"<h2>{escape(line[3:])}</h2>")
+    flush()
+    return "".join(out)
+
+
+def write_reports(folder: Path, name: str, results: dict[str, Any], predictions: list[dict]) -> tuple[Path, Path]:
+    """Write report.md and report.html (atomically) next to results.json."""
+    md, html = folder / "report.md", folder / "report.html"
+    atomic_write_text(md, render_markdown(name, results, predictions))
+    atomic_write_text(html, render_html(name, results, predictions))
+    return md, html

@@ -1,0 +1,375 @@
+"""`python -m tailor.compare [RUNS ...]`: compare run folders from their own files, never the network.
+
+RUNS are run folders, globs, or parent folders (every run folder directly under them); default `runs`. Prints a
+table of the recipe keys that differ, metrics with intervals, tokens/s, GPU-hours and cost, and writes an HTML
+report (`--html`). A corrupt or half-written run folder is listed with its problem, never a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import fnmatch
+import glob
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tailor.errors import TailorError
+
+LOWER_IS_BETTER = {"loss", "perplexity", "train_loss", "cost", "gpu_hours", "cpu_hours", "seconds",
+                   "cost_per_1k_predictions", "api_cost", "api_cost_per_1k_predictions"}
+RUN_MARKERS = ("run.json", "run.json.corrupt", "data", "adapter", "eval")
+IGNORED_KEYS = {"name"}
+MAX_KEY_COLUMNS = 4  # more differing recipe keys than this go to their own block, not the table
+
+
+@dataclass
+class RunView:
+    """What one run folder says about itself; `status` is ok, partial (something missing) or corrupt."""
+
+    path: Path
+    status: str = "ok"
+    problems: list[str] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] | None = None
+    tuned: dict[str, float] = field(default_factory=dict)
+    base: dict[str, float] = field(default_factory=dict)
+    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    loss_curve: list[tuple[float, float]] = field(default_factory=list)
+    totals: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def flag(self, status: str, problem: str) -> None:
+        """Note a problem; corrupt outranks partial outranks ok."""
+        self.problems.append(problem)
+        rank = {"ok": 0, "partial": 1, "corrupt": 2}
+        if rank[status] > rank[self.status]:
+            self.status = status
+
+
+# ---------------------------------------------------------------- finding and reading run folders
+
+
+def find_runs(targets: list[str]) -> list[Path]:
+    """Run folders named by folders, globs or parent folders, in the given order, without duplicates."""
+    found: list[Path] = []
+    for target in targets or ["runs"]:
+        matches = sorted(glob.glob(target)) if glob.has_magic(target) else [target]
+        if not matches:
+            raise TailorError(f"compare: {target!r} matches no folder. Give run folders (runs/NAME), a glob "
+                              f"(\"runs/lr-*\") or a parent folder (runs).")
+        for match in matches:
+            path = Path(match)
+            if not path.exists():
+                raise TailorError(f"compare: {path} does not exist. Give run folders, globs or a parent folder.")
+            if not path.is_dir():
+                continue
+            if is_run_folder(path):
+                found.append(path)
+            else:
+                found.extend(child for child in sorted(path.iterdir()) if child.is_dir() and is_run_folder(child))
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def is_run_folder(path: Path) -> bool:
+    return any((path / marker).exists() for marker in RUN_MARKERS) or any(path.glob(".run.json.*.tmp"))
+
+
+def load_run(path: Path) -> RunView:
+    """Read a run folder's run.json, eval results and training metrics; problems are recorded, not raised."""
+    from tailor.lineage import totals
+
+    run = RunView(path)
+    leftovers = sorted(p for pattern in ("*.tmp", "*/*.tmp", ".*.tmp", "*/.*.tmp") for p in path.glob(pattern))
+    for leftover in dict.fromkeys(leftovers):
+        run.flag("partial", f"leftover temporary {leftover.relative_to(path)} (an interrupted write)")
+    if (path / "run.json.corrupt").exists():
+        run.flag("partial", "an earlier run.json was not valid JSON (kept as run.json.corrupt)")
+    record = _read(run, path / "run.json", required=True)
+    run.record = record if isinstance(record, dict) else {}
+    stages = run.record.get("stages") if isinstance(run.record.get("stages"), dict) else {}
+    run.recipe = run.record.get("recipe") if isinstance(run.record.get("recipe"), dict) else None
+    if run.recipe is None and (path / "adapter" / "recipe.json").exists():
+        recipe = _read(run, path / "adapter" / "recipe.json")
+        run.recipe = recipe if isinstance(recipe, dict) else None
+    if run.recipe is None:
+        run.flag("partial", "no recipe recorded (run.json has none, nor adapter/recipe.json)")
+    if "train" in stages and not (path / "adapter" / "adapter_config.json").exists():
+        run.flag("partial", "run.json lists a train stage but adapter/adapter_config.json is missing")
+    _read_metrics(run, path, "eval" in stages)
+    _read_loss(run, path)
+    try:
+        run.totals = totals(copy.deepcopy({**run.record, "recipe": run.recipe}))
+    except (TypeError, ValueError, AttributeError) as err:
+        run.flag("corrupt", f"run.json: unexpected content ({err})")
+    return run
+
+
+def _read(run: RunView, path: Path, required: bool = False) -> Any:
+    if not path.exists():
+        if required:
+            run.flag("partial", f"{path.name} is missing")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        run.flag("corrupt", f"{path.relative_to(run.path)} is not valid JSON ({str(err)[:80]})")
+        return None
+
+
+def _read_metrics(run: RunView, path: Path, expected: bool) -> None:
+    results = _read(run, path / "eval" / "results.json", required=expected)
+    if not isinstance(results, dict):
+        return
+    models = results.get("models") if isinstance(results.get("models"), dict) else {}
+    run.tuned = _numbers(models.get("tuned"))
+    run.base = _numbers(models.get("base"))
+    comparisons = results.get("comparisons")
+    run.comparisons = {k: v for k, v in comparisons.items() if isinstance(v, dict)} \
+        if isinstance(comparisons, dict) else {}
+
+
+def _numbers(values: Any) -> dict[str, float]:
+    if not isinstance(values, dict):
+        return {}
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _read_loss(run: RunView, path: Path) -> None:
+    """Training loss by optimizer step: train_metrics.json `log_history` (with steps) or `loss_history`."""
+    metrics = _read(run, path / "adapter" / "train_metrics.json")
+    if not isinstance(metrics, dict):
+        return
+    history = metrics.get("log_history")
+    if isinstance(history, list) and any(isinstance(h, dict) and "loss" in h for h in history):
+        run.loss_curve = [(float(h.get("step", i + 1)), float(h["loss"])) for i, h in enumerate(history)
+                          if isinstance(h, dict) and isinstance(h.get("loss"), (int, float))]
+        return
+    losses = metrics.get("loss_history")
+    if isinstance(losses, list):
+        every = ((run.recipe or {}).get("training") or {}).get("logging_steps") or 1
+        run.loss_curve = [(float((i + 1) * every), float(v)) for i, v in enumerate(losses)
+                          if isinstance(v, (int, float))]
+
+
+# ---------------------------------------------------------------- what to show
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested recipe: data.sources[0].path, training.lr, ..."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out or {prefix: {}}
+    if isinstance(obj, list) and obj and any(isinstance(item, (dict, list)) for item in obj):
+        out = {}
+        for index, item in enumerate(obj):
+            out.update(flatten(item, f"{prefix}[{index}]"))
+        return out
+    return {prefix: obj}
+
+
+def recipe_diff(runs: list[RunView]) -> list[str]:
+    """Recipe keys whose values differ between the runs that have a recipe (run name excluded)."""
+    flats = [flatten(r.recipe) for r in runs if r.recipe is not None]
+    if len(flats) < 2:
+        return []
+    keys = dict.fromkeys(k for flat in flats for k in flat)
+    missing = object()
+    return [k for k in keys if k not in IGNORED_KEYS
+            and len({json.dumps(f.get(k, missing), sort_keys=True, default=str) for f in flats}) > 1]
+
+
+def recipe_value(run: RunView, key: str) -> str:
+    if run.recipe is None:
+        return "?"
+    flat = flatten(run.recipe)
+    return "-" if key not in flat else json.dumps(flat[key]) if not isinstance(flat[key], str) else flat[key]
+
+
+def metric_names(runs: list[RunView]) -> list[str]:
+    """Tuned-model metrics present in any run: loss first, then in the recipes' order."""
+    names: dict[str, None] = {}
+    for run in runs:
+        for name in ("loss", *((run.recipe or {}).get("eval") or {}).get("metrics", []), *run.tuned):
+            if name in run.tuned and name != "perplexity":
+                names.setdefault(name)
+    return list(names)
+
+
+def metric_value(run: RunView, name: str) -> float | None:
+    """A number to sort by: a tuned metric, `delta.METRIC`, `base.METRIC`, or a total (cost, gpu_hours, ...)."""
+    if name.startswith("delta."):
+        c = run.comparisons.get(name[6:])
+        if c and isinstance(c.get("delta"), (int, float)):
+            return float(c["delta"])
+        key = name[6:]
+        return run.tuned[key] - run.base[key] if key in run.tuned and key in run.base else None
+    if name.startswith("base."):
+        return run.base.get(name[5:])
+    if name in run.tuned:
+        return run.tuned[name]
+    if name == "train_loss":
+        value = ((run.record.get("stages") or {}).get("train") or {}).get("train_loss")
+    else:
+        value = run.totals.get(name)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def lower_is_better(name: str) -> bool:
+    return name.split(".", 1)[-1] in LOWER_IS_BETTER
+
+
+def sort_runs(runs: list[RunView], metric: str) -> list[RunView]:
+    """Best first by `metric`; runs without it last (in their given order)."""
+    have = [r for r in runs if metric_value(r, metric) is not None]
+    rest = [r for r in runs if metric_value(r, metric) is None]
+    have.sort(key=lambda r: metric_value(r, metric), reverse=not lower_is_better(metric))
+    return have + rest
+
+
+def format_metric(run: RunView, name: str) -> str:
+    """Tuned value, then the delta vs base with its interval: `0.143 (+0.143 [+0.082, +0.214]*)`."""
+    value = run.tuned.get(name)
+    if value is None:
+        return "-"
+    c = run.comparisons.get(name)
+    if c and all(isinstance(c.get(k), (int, float)) for k in ("delta", "ci_low", "ci_high")):
+        star = "*" if c.get("excludes_zero") else ""
+        return f"{value:.3f} ({c['delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{star})"
+    if name in run.base:
+        return f"{value:.3f} ({value - run.base[name]:+.3f})"
+    return f"{value:.3f}"
+
+
+def format_number(value: Any, digits: int = 4) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    return f"{value:.{digits}g}" if abs(value) < 1e5 else f"{value:,.0f}"
+
+
+def table_rows(runs: list[RunView], keys: list[str], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the comparison table (shared by the terminal and the HTML report)."""
+    header = ["run", "status", *keys, *metrics, "tokens/s", "GPU-h", "CPU-h", "cost", "cost/1k pred"]
+    rows = []
+    for run in runs:
+        t = run.totals
+        rows.append([run.name, run.status, *(recipe_value(run, k) for k in keys),
+                     *(format_metric(run, m) for m in metrics), format_number(t.get("tokens_per_second")),
+                     format_number(t.get("gpu_hours")), format_number(t.get("cpu_hours")),
+                     format_number(t.get("cost")), format_number(t.get("cost_per_1k_predictions"))])
+    return header, rows
+
+
+def diff_block(runs: list[RunView], keys: list[str], width: int = 32) -> str:
+    """The recipe differences as a table of keys (rows) by runs (columns), values cut to `width` characters."""
+    cut = lambda text: text if len(text) <= width else text[: width - 3] + "..."  # noqa: E731
+    header = ["recipe key", *(r.name for r in runs)]
+    return render_table(header, [[k, *(cut(recipe_value(r, k)) for r in runs)] for k in keys])
+
+
+def table_keys(keys: list[str]) -> list[str]:
+    """The differing recipe keys shown as table columns (all of them when few)."""
+    return keys if len(keys) <= MAX_KEY_COLUMNS else []
+
+
+def render_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+# ---------------------------------------------------------------- command line
+
+
+def select(runs: list[RunView], recipe: str | None, tag: str | None) -> list[RunView]:
+    """Keep runs whose recipe name (or folder name) matches `recipe` (a glob) and whose tags include `tag`."""
+    out = []
+    for run in runs:
+        name = (run.recipe or {}).get("name") or run.name
+        tags = (((run.recipe or {}).get("tracking") or {}).get("tags")) or []
+        if recipe and not (fnmatch.fnmatch(name, recipe) or fnmatch.fnmatch(run.name, recipe)):
+            continue
+        if tag and tag not in tags:
+            continue
+        out.append(run)
+    return out
+
+
+def compare(targets: list[str], recipe: str | None = None, tag: str | None = None, sort: str | None = None,
+            best: str | None = None, metrics: list[str] | None = None) -> tuple[list[RunView], list[str], list[str]]:
+    """Load, filter and order runs; returns (runs, differing recipe keys, metric names)."""
+    runs = select([load_run(p) for p in find_runs(targets)], recipe, tag)
+    if not runs:
+        raise TailorError(f"compare: no run folder in {' '.join(targets) or 'runs'} matches "
+                          f"{'--recipe ' + recipe if recipe else ''} {'--tag ' + tag if tag else ''}".rstrip() + ".")
+    order = best or sort
+    if order:
+        runs = sort_runs(runs, order)
+    return runs, recipe_diff(runs), metrics or metric_names(runs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tailor.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", help="run folders, globs or parent folders (default: runs)")
+    parser.add_argument("--recipe", help="only runs of this recipe name (a glob such as 'lr-*')")
+    parser.add_argument("--tag", help="only runs whose tracking.tags include TAG")
+    parser.add_argument("--sort", metavar="METRIC", help="order by METRIC, best first (exact_match, delta.json_valid, "
+                        "loss, tokens_per_second, gpu_hours, cost, ...)")
+    parser.add_argument("--best", metavar="METRIC", help="show the best run by METRIC first, with its lineage")
+    parser.add_argument("--metrics", help="comma-separated metrics to show (default: all in the runs)")
+    parser.add_argument("--html", default="runs/compare.html", help="HTML report path (default: runs/compare.html)")
+    parser.add_argument("--no-html", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+    try:
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+        runs, keys, names = compare(args.runs, args.recipe, args.tag, args.sort, args.best, metrics)
+    except TailorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if args.best:
+        print(best_summary(runs, args.best))
+    header, rows = table_rows(runs, table_keys(keys), names)
+    print(render_table(header, rows))
+    print("metrics: tuned value (delta vs base [95% interval], * = interval excludes 0)"
+          + ("" if keys else "; the recipes do not differ (name aside)"))
+    if keys and not table_keys(keys):
+        print(f"\nrecipe differences ({len(keys)} keys):\n{diff_block(runs, keys)}")
+    for run in runs:
+        for problem in run.problems:
+            print(f"{run.status.upper()} {run.path}: {problem}")
+    if not args.no_html:
+        from tailor.compare_report import write_report
+
+        html = Path(args.html)
+        write_report(html, runs, keys, names, best=args.best)
+        print(f"report: {html}")
+
+
+def best_summary(runs: list[RunView], metric: str) -> str:
+    """One paragraph on the best run by `metric`: its value, recipe hash, commit, data card and cost."""
+    ranked = sort_runs(runs, metric)
+    top = ranked[0] if ranked and metric_value(ranked[0], metric) is not None else None
+    if top is None:
+        return f"best by {metric}: no run has this metric"
+    lineage = top.record.get("lineage") or {}
+    code = lineage.get("code") or {}
+    direction = "lowest" if lower_is_better(metric) else "highest"
+    commit = (code.get("git_commit") or "?")[:12] + (" (dirty)" if code.get("git_dirty") else "")
+    return (f"best by {metric} ({direction}): {top.name} = {metric_value(top, metric):.4g}\n"
+            f"  recipe {str(top.record.get('recipe_hash') or '?')[:12]}, commit {commit}, "
+            f"data card {str(lineage.get('data_card_hash') or '?')[:12]}, cost {format_number(top.totals.get('cost'))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""`make bench`: the FLOP count against torch's own counter, the synthetic rows, and a 1-step run of both rows."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from train import bench
+from train.flops import ModelShape, flops_per_token, effective_length, gpu_peak_flops, shape_from_config
+
+ARCH = Path(bench.__file__).resolve().parents[1] / "tailor" / "arch_configs"
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_flop_count_matches_torch_flop_counter(checkpointing: bool) -> None:
+    """Forward + backward of a LoRA model, counted by torch.utils.flop_counter, equals train/flops.py's formula
+    (eager attention, so the attention products are plain matmuls the counter sees)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    config = Qwen2Config(vocab_size=1000, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    model.train()
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()  # as with checkpointing: the first layer's input gradients are computed too
+    n = 96
+    ids = torch.randint(0, 1000, (1, n))
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=ids, labels=ids).loss.backward()
+    expected = flops_per_token(shape_from_config(config), 4, "all-linear", doc_length=n, loss_fraction=1.0,
+                               gradient_checkpointing=checkpointing).total * n
+    # exact without checkpointing; with it, torch stops recomputing a layer once its saved tensors are rebuilt
+    assert counter.get_total_flops() == pytest.approx(expected, rel=2e-3)
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b", "qwen2.5-7b", "qwen3-8b"])
+def test_shape_counts_the_real_architecture(name: str) -> None:
+    """Layer and LoRA parameter counts from the config equal those of the real module tree (built on meta)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    raw = json.loads((ARCH / f"{name}.json").read_text())
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**raw))
+    layers = sum(m.weight.numel() for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and ".layers." in n)
+    shape = shape_from_config(raw)
+    assert shape.layer_params == layers
+    assert shape.head_params == model.lm_head.weight.numel()
+    peft_model = get_peft_model(model, LoraConfig(r=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    lora = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+    assert shape.lora_params(16) == lora
+
+
+def test_flop_terms_and_peaks() -> None:
+    shape = ModelShape(layers=2, hidden=8, heads=2, kv_heads=1, head_dim=4, intermediate=16, vocab=100)
+    plain = flops_per_token(shape, 2, doc_length=10, loss_fraction=0.5)
+    checkpointed = flops_per_token(shape, 2, doc_length=10, loss_fraction=0.5, gradient_checkpointing=True)
+    assert plain.recompute == 0 and checkpointed.recompute > 0
+    assert checkpointed.total - plain.total == checkpointed.recompute
+    # frozen base: the activation backward of the base equals its forward (no weight gradients)
+    assert plain.backward_adapters == 2 * shape.lora_params(2)
+    assert effective_length([10, 30]) == pytest.approx((100 + 900) / 40)
+    assert gpu_peak_flops("NVIDIA H100 80GB HBM3") == pytest.approx(989.4e12)
+    assert gpu_peak_flops("NVIDIA H100 PCIe") == pytest.approx(756e12)
+    assert gpu_peak_flops("NVIDIA A100-SXM4-80GB") == pytest.approx(312e12)
+    assert gpu_peak_flops("Some Future GPU") is None
+
+
+def test_synthetic_rows_are_seeded_clipped_and_half_masked(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    lengths = bench.synthetic_lengths(2000, 512, seed=3)
+    assert lengths == bench.synthetic_lengths(2000, 512, seed=3)
+    assert min(lengths) == 64 and max(lengths) == 512
+    assert 50 < sorted(lengths)[1000] < 90  # median ~ seq/8
+    bench.write_rows(tmp_path / "rows.parquet", lengths[:20])
+    table = pq.read_table(tmp_path / "rows.parquet").to_pylist()
+    assert [len(r["input_ids"]) for r in table] == lengths[:20]
+    for row in table:
+        n = len(row["input_ids"])
+        assert row["assistant_masks"] == [0] * (n // 2) + [1] * (n - n // 2)
+        assert max(row["input_ids"]) < bench.TOKEN_ID_LIMIT
+
+
+def test_record_appends_one_block_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = bench.parse_args(["--model", "tiny", "--seq", "512", "--steps", "2", "--warmup", "1"])
+    info = {"device": "CPU test", "peak_note": "peak x"}
+    row = {"method": "lora", "tokens_per_second": 100.0, "step_seconds": 1.0, "peak_memory": 2**30, "mfu": 0.1,
+           "dtype": "float32", "settings": {"batch": 4, "packing": True, "grad_accum": 1, "liger": False}}
+    results = [{**row, "side": "tailor"}, {**row, "side": "baseline", "tokens_per_second": 50.0},
+               {"method": "qlora", "side": "tailor", "error": "out of memory"}]
+    bench.record(args, ["--seq", "512"], info, results)
+    bench.record(args, ["--seq", "512"], info, results)
+    text = Path("BENCHMARKS.md").read_text()
+    assert text.count(bench.SECTION) == 1 and text.count("Command: `python -m train.bench --seq 512`") == 2
+    assert "| lora | tailor | float32, packing | 4 | 100 | 1.000 | 1.00 GB | 10.0% | 2.00x |" in text
+    assert "| qlora | tailor | | | failed: out of memory |" in text
+    assert not list(tmp_path.glob(".BENCHMARKS.md.*"))  # the atomic write left no temporary file
+
+
+ROW = re.compile(r"^(lora|qlora)\s+(tailor|baseline)\s+(\d+)\s+([\d,.]+)\s+([\d.]+)\s+([\d,.]+)\s+([\d.]+)GB\s+"
+                 r"([\d.]+)\s+([\d.]+)%", re.M)
+
+
+def test_one_step_bench_prints_both_rows_and_ratio(tiny_qwen25: Path, tmp_path: Path, capsys,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole bench at 1 step, each row in its own process, on the tiny Qwen2.5: nothing is recorded."""
+    monkeypatch.chdir(tmp_path)  # BENCHMARKS.md would be written here
+    monkeypatch.setenv("TAILOR_TINY_MODELS_DIR", str(tiny_qwen25.parent))
+    results = bench.main(["--model", "test", "--seq", "128", "--steps", "1", "--warmup", "0", "--no-record"])
+    out = capsys.readouterr().out
+    rows = ROW.findall(out)
+    assert sorted((m, s) for m, s, *_ in rows) == sorted(
+        [("lora", "tailor"), ("lora", "baseline"), ("qlora", "tailor"), ("qlora", "baseline")]), out
+    for *_, tokens_per_step, step, tokens_per_second, memory, gflop, mfu in rows:
+        values = [float(v.replace(",", "")) for v in (tokens_per_step, step, tokens_per_second, memory, gflop, mfu)]
+        assert all(math.isfinite(v) and v > 0 for v in values), out
+    ratios = re.findall(r"^(lora|qlora)\s+ratio tailor/baseline tokens/s: ([\d.]+)x$", out, re.M)
+    assert [m for m, _ in ratios] == ["lora", "qlora"] and all(float(r) > 0 for _, r in ratios), out
+    assert all(math.isfinite(r["loss"]) for r in results)
+    tailor = next(r for r in results if r["side"] == "tailor" and r["method"] == "lora")
+    baseline = next(r for r in results if r["side"] == "baseline" and r["method"] == "lora")
+    assert baseline["settings"]["gradient_checkpointing"] and baseline["settings"]["batch"] == 8  # trl defaults
+    assert baseline["flops_per_token"]["recompute"] > 0
+    assert (tailor["flops_per_token"]["recompute"] > 0) == tailor["settings"]["gradient_checkpointing"]
+    assert not (tmp_path / "BENCHMARKS.md").exists()
