@@ -68,7 +68,7 @@ all: check data train eval ## check, data, train and eval for RECIPE
 demo: ## the embedded default: hotel-message extraction with SmolLM2-135M on CPU (about 10 min)
 	$(MAKE) all RECIPE=recipes/hotel-demo.yaml
 
-tiny-models: $(STAMP) ## build the tiny random test checkpoints (Qwen2.5, Qwen3, Qwen3-MoE, DeepSeek-V3)
+tiny-models: $(STAMP) ## build the tiny random test checkpoints (Qwen2.5/3/3-MoE, DeepSeek-V3/R1-Distill, Llama 3, Gemma 3, gpt-oss, Seed-OSS)
 	$(PY) -m tailor.tiny_models
 
 test: $(STAMP) browser tiny-models ## the default test suite (under 15 minutes on 2 CPU cores)

@@ -7,10 +7,12 @@ plan is the list of (shard, position) of the rows of each split, in output order
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from array import array
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,13 +129,12 @@ def collect(recipe: Recipe, renderer: Renderer, work: Path) -> Collected:
     out = Collected(Rejections(work / "rejected.jsonl"))
     seen: dict[int, int] = {}  # 128 bits of the content hash -> row number of the first occurrence
     near = NearDupFilter(threshold=clean.dedup.threshold, spill_dir=work) if clean.dedup.near else None
-    number = 0
+    numbers = itertools.count()  # chunk numbers name shards: never reused, even for chunks left in flight
     with Workers(settings, data.num_proc) as workers:
         for index, source in enumerate(data.sources):
             kept = 0
             chunks = read_chunks(source, index)
-            for result in workers.map(_numbered(chunks, number)):
-                number = max(number, result.number + 1)
+            for result in workers.map(_numbered(chunks, numbers)):
                 shards = {side: out.shard_index(path) for side, path in result.shards.items()}
                 unique = []
                 for outcome in result.outcomes:
@@ -172,9 +173,9 @@ def collect(recipe: Recipe, renderer: Renderer, work: Path) -> Collected:
     return out
 
 
-def _numbered(chunks: Any, first: int) -> Any:
-    for offset, chunk in enumerate(chunks):
-        chunk.number = first + offset
+def _numbered(chunks: Any, numbers: Iterator[int]) -> Any:
+    for chunk in chunks:
+        chunk.number = next(numbers)
         yield chunk
 
 

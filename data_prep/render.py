@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from itertools import chain
 
 import numpy as np
 from dataclasses import dataclass, field
@@ -27,6 +28,19 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 EMPTY_THINK = re.compile(r"<think>\s*</think>\s*")
+THINK_OPEN = re.compile(r"<think>\n?$")  # a generation prompt ending in an open think block
+
+
+def split_reasoning(message: dict[str, Any]) -> tuple[str, str]:
+    """(reasoning, answer) of an assistant message: `reasoning_content`, or the text before `</think>` in the
+    content (an opening `<think>` is optional: R1 outputs begin inside the block); both stripped."""
+    content = message.get("content") or ""
+    if "</think>" in content:
+        thought, _, answer = content.rpartition("</think>")
+        thought = thought.strip()
+        thought = thought[len("<think>"):].strip() if thought.startswith("<think>") else thought
+        return thought, answer.strip()
+    return (message.get("reasoning_content") or "").strip(), content.strip()
 CONTEXT_ROLE = "context"  # every token outside a trained turn
 
 
@@ -103,6 +117,11 @@ class Renderer:
             before = prefix(index, generation=message["role"] == "assistant")
             through = prefix(index + 1)
             consistent = through.startswith(before) and full.startswith(through)
+            if not consistent and index == last and message["role"] == "assistant":
+                completion = self._think_completion(messages, prefix)
+                if completion is not None:  # DeepSeek-R1: the generation prompt opens the think block
+                    full = through = before + completion
+                    consistent = True
             if not consistent:
                 if index == last:
                     raise TemplateMismatch("chat template renders the final answer differently for training than "
@@ -117,6 +136,28 @@ class Renderer:
             spans.append(Span(start, len(through), message["role"], trained))
         return full, spans, untrainable
 
+    def _think_completion(self, messages: list[dict[str, Any]], prefix: Any) -> str | None:
+        """What the model writes after a generation prompt that opens a think block (DeepSeek-R1 and R1-Distill:
+        `<｜Assistant｜><think>\n`), for the final answer: its reasoning (`reasoning_content`, or an inline
+        `<think>..</think>` in the content) and `\n</think>\n\n` (only `</think>\n\n` without reasoning: the
+        model closes the block at once), then the answer and end-of-turn marker as the template renders them. Such templates drop the reasoning from the assistant message, so
+        their plain render never matches inference. None when the template is not of that kind."""
+        last = len(messages) - 1
+        history, generation = prefix(last), prefix(last, generation=True)
+        opened = THINK_OPEN.search(generation, len(history)) if generation.startswith(history) else None
+        if opened is None:
+            return None
+        reasoning, answer = split_reasoning(messages[-1])
+        plain = {k: v for k, v in messages[-1].items() if k != "reasoning_content"}
+        turn = self.text(messages[:-1] + [{**plain, "content": answer}])
+        header = generation[len(history):opened.start()]
+        if not turn.startswith(history + header) or not answer:
+            return None
+        body = turn[len(history) + len(header):]
+        if not body.startswith(answer):
+            return None
+        return (reasoning + "\n" if reasoning else "") + "</think>\n\n" + body
+
     def render(self, messages: list[dict[str, Any]], max_length: int) -> Rendered:
         """Tokenize a conversation and build its loss mask, truncated to `max_length` tokens."""
         arrays = self.render_arrays(messages, max_length)
@@ -129,7 +170,8 @@ class Renderer:
             return self._render_text(messages[0]["content"], max_length)
         full, spans, untrainable = self.spans(messages)
         encoding = self._encode(full)
-        offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+        pairs = encoding.offsets
+        offsets = np.fromiter(chain.from_iterable(pairs), dtype=np.int64, count=2 * len(pairs)).reshape(-1, 2)
         truncated = len(offsets) > max_length
         ids = np.asarray(encoding.ids[:max_length], dtype=np.int32)
         mask, span_index, inside = _assign(offsets[:max_length], spans)

@@ -108,6 +108,6 @@ def to_output(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.table([table.column(f.name).cast(f.type) for f in schema], schema=schema)
 
 
-def block_rows(tokens_per_row: float, budget: int = 1 << 20) -> int:
+def block_rows(tokens_per_row: float, budget: int = 1 << 18) -> int:
     """Rows per block of assembly so that a block holds about `budget` tokens."""
     return int(np.clip(budget / max(tokens_per_row, 1.0), 16, 4096))

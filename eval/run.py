@@ -17,7 +17,7 @@ from eval.variants import Variant, check_adapter, check_model_folder, from_run, 
 from tailor.errors import TailorError
 from tailor.hashing import file_sha256
 from tailor.recipe import recipe_hash
-from tailor.runs import RunPaths, atomic_write_json, atomic_write_text, read_json, run_paths, update_record
+from tailor.runs import RunPaths, atomic_dir, read_json, run_paths, update_record
 from tailor.schema import Recipe
 
 log = logging.getLogger(__name__)
@@ -170,9 +170,12 @@ def _write(paths: RunPaths, recipe: Recipe, results: dict, chat: list[dict], nam
                 item[f"{name}_thinking"], item[f"{name}_answer"] = thinking[name][i], answers[name][i]
             item[f"{name}_scores"] = per_row[name][i]
         predictions.append(item)
-    atomic_write_text(paths.predictions, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))
-    atomic_write_json(paths.results, results)
-    write_reports(paths.eval_dir, recipe.name, results, predictions)
+    with atomic_dir(paths.eval_dir) as tmp:  # predictions, results and reports appear together or not at all
+        (tmp / paths.predictions.name).write_text(
+            "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8")
+        (tmp / paths.results.name).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n",
+                                              encoding="utf-8")
+        write_reports(tmp, recipe.name, results, predictions)
     update_record(paths, "eval", {"results": str(paths.results), "models": results["models"],
                                   "delta": results.get("delta", {}), "cost": results["cost"]})
 

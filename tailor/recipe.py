@@ -77,7 +77,10 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> _Layer:
     if not path.is_file():
         where = f" (named by `base:` in {chain[-1]})" if chain else ""
         raise TailorError(f"{path}: recipe file not found{where}.")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise TailorError(f"{path}: a recipe must be UTF-8 text (byte {err.start} is not; save it as UTF-8).") from None
     try:
         raw = yaml.safe_load(text)
         lines = _key_lines(text)
@@ -85,6 +88,8 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> _Layer:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise TailorError(f"{path}{line}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    except RecursionError:
+        raise TailorError(f"{path}: not valid YAML: nested too deeply.") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -12,8 +12,7 @@ from tailor.recipe import load_recipe
 
 # R1-Distill: data_prep refuses its template (the generation prompt pre-fills "<｜Assistant｜><think>\n", which the
 # training render of the answer lacks) until data_prep learns that prefill; strict, so the fix is noticed.
-R1_DATA_PREP = pytest.mark.xfail(strict=True, reason="data_prep refuses the R1-Distill <think> prefill template")
-TINY = ["qwen2.5", "qwen3", "qwen3-moe", "deepseek-v3", pytest.param("r1-distill-qwen", marks=R1_DATA_PREP),
+TINY = ["qwen2.5", "qwen3", "qwen3-moe", "deepseek-v3", "r1-distill-qwen",
         "llama3", "gemma3", "gpt-oss", "seed-oss"]
 
 

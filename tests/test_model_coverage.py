@@ -34,10 +34,6 @@ RECIPE_TINY = {
 ARCH_CONFIGS = {"qwen2.5-0.5b": "qwen2.5-0.5b", "qwen2.5-72b": "qwen2.5-72b", "qwen3-8b": "qwen3-8b",
                 "qwen3-30b-a3b-experts-frozen": "qwen3-30b-a3b", "qwen3-30b-a3b-experts-targeted": "qwen3-30b-a3b",
                 "deepseek-r1-distill-qwen-7b": "deepseek-r1-distill-qwen-7b"}
-R1_DATA_PREP = pytest.mark.xfail(
-    strict=True, reason="data_prep refuses the R1-Distill template: its generation prompt pre-fills "
-    "'<｜Assistant｜><think>\\n', which the training render of the answer does not contain")
-
 
 def _shipped() -> list[str]:
     return sorted(path.stem for path in MODELS.glob("*.yaml"))
@@ -118,7 +114,7 @@ def test_moe_setting_is_ignored_for_dense_models() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stem", [pytest.param(stem, marks=R1_DATA_PREP) if "r1-distill" in stem else stem
+@pytest.mark.parametrize("stem", [stem
                                   for stem in sorted(RECIPE_TINY)])
 def test_model_recipe_trains_on_its_tiny_checkpoint(stem: str, tmp_path: Path) -> None:
     """The recipe's own peft and training settings, shrunk to 1 step of 2 rows on the tiny checkpoint (CPU)."""

@@ -1,4 +1,5 @@
-"""Loss masks on the real chat templates: Qwen2.5 tools, Qwen3 thinking / non-thinking, DeepSeek-V3, roles."""
+"""Loss masks on the real chat templates: Qwen2.5 tools, Qwen3 thinking / non-thinking, DeepSeek-V3,
+DeepSeek-R1-Distill (think block opened by the generation prompt), roles."""
 
 from __future__ import annotations
 
@@ -130,3 +131,67 @@ def test_no_trainable_token_row_is_refused() -> None:
     renderer = Renderer(tokenizer("qwen2.5"), roles_to_train=("system",))
     with pytest.raises(RowError, match="no trainable token"):
         renderer.render(CHAT, 4096)
+
+
+R1_END = "<｜end▁of▁sentence｜>"
+
+
+def test_r1_distill_without_reasoning_closes_the_open_think_block() -> None:
+    renderer = Renderer(tokenizer("r1-distill-qwen"))
+    prompt = renderer.prompt(CHAT)
+    assert prompt.endswith("<｜Assistant｜><think>\n")  # what the model is given at inference
+    assert renderer.text(CHAT).endswith("<｜Assistant｜>a1" + R1_END)  # the template's own render has no think block
+    rendered = renderer.render(CHAT, 4096)
+    full = renderer.tokenizer.decode(rendered.input_ids)
+    assert full == prompt + "</think>\n\na1" + R1_END  # training text = inference prompt + completion
+    assert trained_text(renderer, CHAT) == "</think>\n\na1" + R1_END
+
+
+@pytest.mark.parametrize("answer", [
+    {"role": "assistant", "content": "a2", "reasoning_content": "add one\n"},
+    {"role": "assistant", "content": "<think>\nadd one\n</think>\n\na2"},
+    {"role": "assistant", "content": "add one</think>a2"},  # R1 output: the opening tag was in the prompt
+])
+def test_r1_distill_trains_reasoning_after_the_generation_prefix(answer: dict) -> None:
+    renderer = Renderer(tokenizer("r1-distill-qwen"))
+    messages = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "<think>\nr1\n</think>\n\na1"},
+                {"role": "user", "content": "q2"}, answer]
+    rendered = renderer.render(messages, 4096)
+    full = renderer.tokenizer.decode(rendered.input_ids)
+    prompt = renderer.prompt(messages)
+    assert prompt.endswith("<｜User｜>q2<｜Assistant｜><think>\n") and full.startswith(prompt)
+    assert "<｜Assistant｜>\n\na1" + R1_END in prompt  # history as the template renders it: reasoning dropped
+    assert trained_text(renderer, messages) == "add one\n</think>\n\na2" + R1_END
+    assert rendered.untrainable_history == 1 and rendered.trained_turns == 1  # a1 renders unlike inference
+
+
+def test_r1_audit_passes_and_a_mismatched_template_fails_loudly(tmp_path: Path) -> None:
+    from data_prep.prepare import prepare
+    from tailor.recipe import load_recipe
+    from tailor.tiny_models import ensure_tiny_model
+
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} + 1?"},
+                          {"role": "assistant", "content": f"{i + 1}", "reasoning_content": f"{i} plus one"}]}
+            for i in range(12)]
+    data = tmp_path / "r1.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    model = ensure_tiny_model("r1-distill-qwen")
+    # a template whose assistant turns never carry the think block its generation prompt opens
+    broken = tmp_path / "broken.jinja"
+    broken.write_text("{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}<｜User｜>{{ m.content }}"
+                      "{% else %}<｜Assistant｜>{{ m.content }}<｜end▁of▁sentence｜>{% endif %}{% endfor %}"
+                      "{% if add_generation_prompt %}<｜Assistant｜><think>\n<｜User｜>{% endif %}")
+
+    def recipe(name: str, extra: dict):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps({"name": name, "output_dir": str(tmp_path / "runs"), "model": {"name_or_path": str(model)},
+                                    "data": {"sources": [{"path": str(data)}], **extra},
+                                    "training": {"max_length": 128}, "tracking": {"mode": "disabled"}}))
+        return load_recipe(path)
+
+    manifest = prepare(recipe("r1", {}))
+    audit = manifest["audit"]
+    assert audit["template_mismatches"] == 0 and not audit["problems"]
+    assert audit["end_of_turn"] == R1_END and audit["end_of_turn_trained"] == manifest["rows"]["train"] + manifest["rows"]["heldout"]
+    with pytest.raises(TailorError, match="renders the final answer differently for training than at inference.*: 12"):
+        prepare(recipe("broken", {"template": str(broken), "max_bad_fraction": 1.0}))

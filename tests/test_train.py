@@ -47,8 +47,10 @@ def test_qlora_step_trains_lora_and_freezes_nf4_base(tiny_recipe, tiny_qwen3: Pa
     params = dict(model.named_parameters())
     changed = [n for n, before in lora_before.items() if not torch.equal(before, params[n].detach())]
     assert any("lora_B" in n for n in changed) and any("lora_A" in n for n in changed)
-    # bitsandbytes repacks 4-bit weights for its CPU kernel on first use, so compare what the base computes
-    assert torch.equal(base_before, base_logits())
+    # bitsandbytes repacks 4-bit weights for its CPU kernel on first use and unpacks them to save the final
+    # checkpoint, after which another CPU kernel computes the same NF4 weights: equal up to kernel rounding (~1e-3),
+    # far below what 3 steps of training the base at this learning rate would change
+    assert torch.allclose(base_before, base_logits(), atol=5e-3, rtol=0)
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
 
 

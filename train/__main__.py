@@ -72,13 +72,14 @@ def explain_failure(code: int, launch_dir: Path) -> str:
         traces = sorted(launch_dir.glob("nccl_trace_rank_*"))
         if traces:
             message += f"; NCCL flight-recorder dumps: {', '.join(str(t) for t in traces)}"
-    return message + ". The traceback of the failing rank is above."
+    return message + ". The failing rank's own error is above."
 
 
 def stage(recipe: Recipe, args: argparse.Namespace) -> None:
     import torch
 
     from data_prep.prepare import check_prepared_data
+    from tailor.models import check_target_modules
     from tailor.runs import run_paths
 
     paths = run_paths(recipe)
@@ -86,6 +87,7 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
     visible = torch.cuda.device_count()
     launch = launch_from_args(recipe, args)
     check_launch(recipe, launch, visible)
+    check_target_modules(recipe.model, recipe.peft.target_modules)
     if visible:
         _check_memory(recipe, launch, visible)
     profile = render_profile(launch, paths)

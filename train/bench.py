@@ -73,6 +73,30 @@ def bench_model_config(name: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def tokenizer_family(config: dict[str, Any]) -> str:
+    return "qwen3" if config["model_type"].startswith("qwen3") else "qwen2.5"
+
+
+def ensure_bench_tokenizer(family: str) -> Path:
+    """The real Qwen tokenizer (with chat template) of a model family, saved once into
+    `.cache/bench-models/tokenizers/<family>` (about 8 MB: what a GPU machine needs carried)."""
+    from tailor.models import cache_dir
+
+    target = cache_dir() / "bench-models" / "tokenizers" / family
+    if (target / "tokenizer_config.json").is_file():
+        return target
+    import shutil
+
+    from tailor.tiny_models import ensure_tiny_model
+
+    source = ensure_tiny_model(family)
+    with atomic_dir(target) as tmp:
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            if (source / name).is_file():
+                shutil.copyfile(source / name, tmp / name)
+    return target
+
+
 def ensure_bench_model(name: str) -> Path:
     """A checkpoint folder with random weights (seeded, bf16 like the real checkpoints) and the real Qwen tokenizer,
     built once into `.cache/bench-models/<name>`; `test` is the tiny Qwen2.5 test checkpoint."""
@@ -86,10 +110,12 @@ def ensure_bench_model(name: str) -> Path:
     target = cache_dir() / "bench-models" / name
     if (target / "config.json").is_file():
         return target
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    import shutil
 
-    tokenizer_source = ensure_tiny_model("qwen3" if config_dict["model_type"].startswith("qwen3") else "qwen2.5")
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = ensure_bench_tokenizer(tokenizer_family(config_dict))
     config = AutoConfig.for_model(**config_dict)
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -98,7 +124,8 @@ def ensure_bench_model(name: str) -> Path:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(tmp)
+        for path in tokenizer.iterdir():
+            shutil.copyfile(path, tmp / path.name)
     del model
     return target
 
@@ -223,7 +250,8 @@ def trainer_settings(trainer: Any) -> dict[str, Any]:
     args, model = trainer.args, trainer.model
     config = getattr(model, "config", None)
     settings = {"batch": args.per_device_train_batch_size, "grad_accum": args.gradient_accumulation_steps,
-                "packing": bool(getattr(args, "packing", False)), "padding_free": bool(trainer.padding_free),
+                "packing": bool(getattr(args, "packing", False)),
+                "padding_free": bool(getattr(trainer, "padding_free", False)),
                 "gradient_checkpointing": bool(args.gradient_checkpointing), "bf16": bool(args.bf16),
                 "optim": str(getattr(args.optim, "value", args.optim)),
                 "liger": bool(getattr(args, "use_liger_kernel", False)), "torch_compile": bool(args.torch_compile),
@@ -278,11 +306,8 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     result.update(steps_measured=len(steps), step_seconds=sorted(steps)[len(steps) // 2],
                   tokens_per_step=sum(tokens) / len(steps), tokens_per_second=sum(tokens) / sum(steps))
     shape = shape_from_config(json.loads((Path(spec["model_dir"]) / "config.json").read_text()))
-    peft = trainer.model.peft_config["default"]
-    targets = "all-linear" if peft.target_modules in ("all-linear", None) else sorted(peft.target_modules)
-    if isinstance(targets, list) and set(targets) >= {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                       "up_proj", "down_proj"}:
-        targets = "all-linear"  # peft resolves all-linear into the list of names
+    peft = trainer.model.peft_config["default"]  # target_modules as peft resolved them (a set of names)
+    targets = peft.target_modules if isinstance(peft.target_modules, str) else set(peft.target_modules)
     flops = flops_per_token(shape, peft.r, targets, spec["doc_length"], spec["loss_fraction"],
                             result["settings"]["gradient_checkpointing"])
     result["flops_per_token"] = flops.as_dict()
@@ -371,16 +396,16 @@ def defaults_for(gpu: bool) -> dict[str, Any]:
     """CPU: the small model, short rows, few steps (under 5 minutes on 2 cores); GPU: the issue's 7B at 4096."""
     if gpu:
         return {"model": "qwen2.5-7b", "seq": 4096, "steps": 20, "warmup": 3}
-    return {"model": "tiny", "seq": 512, "steps": 6, "warmup": 2}
+    return {"model": "tiny", "seq": 384, "steps": 3, "warmup": 1}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help=f"one of {', '.join(model_names())} (default: tiny on CPU, qwen2.5-7b "
                         "on a GPU)")
-    parser.add_argument("--seq", type=int, help="max_length; rows are drawn up to this length (CPU 512, GPU 4096)")
-    parser.add_argument("--steps", type=int, help="measured optimizer steps per row (CPU 6, GPU 20)")
-    parser.add_argument("--warmup", type=int, help="steps run before measuring (CPU 2, GPU 3)")
+    parser.add_argument("--seq", type=int, help="max_length; rows are drawn up to this length (CPU 384, GPU 4096)")
+    parser.add_argument("--steps", type=int, help="measured optimizer steps per row (CPU 3, GPU 20)")
+    parser.add_argument("--warmup", type=int, help="steps run before measuring (CPU 1, GPU 3)")
     parser.add_argument("--methods", nargs="+", choices=["lora", "qlora"], default=["lora", "qlora"])
     parser.add_argument("--sides", nargs="+", choices=["tailor", "baseline"], default=["tailor", "baseline"],
                         help=argparse.SUPPRESS)
@@ -392,6 +417,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "peak memory is then cumulative)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="run under torch.profiler, write the top "
                         "operators of each row to DIR/<side>-<method>.txt")
+    parser.add_argument("--tokenizers-only", action="store_true", help="save the Qwen2.5 and Qwen3 tokenizers "
+                        "into .cache/bench-models/tokenizers (to carry to a GPU machine) and exit")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -403,6 +430,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if args.worker:
         worker(args.worker)
+        return []
+    if args.tokenizers_only:
+        for family in ("qwen2.5", "qwen3"):
+            print(ensure_bench_tokenizer(family))
         return []
     try:
         return bench(args, argv if argv is not None else sys.argv[1:])

@@ -99,7 +99,7 @@ def render_profile(launch: Launch, paths: RunPaths) -> Path:
 def launch_command(launch: Launch, profile: Path, gpus_visible: int, recipe_arg: str,
                    overrides: list[str]) -> list[str]:
     """`accelerate launch` for this launch: the profile plus sizes and, across nodes, the rendezvous address."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(profile),
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(profile),
                "--num_processes", str(launch.world_size), "--num_machines", str(launch.nodes)]
     if launch.nodes > 1:
         command += ["--machine_rank", str(launch.node_rank), "--main_process_ip", str(launch.main_ip),

@@ -57,16 +57,32 @@ def kill_when(command: list[str], ready: Callable[[], bool], delay: float = 0.0,
                     raise TimeoutError(f"{command} never became ready")
                 time.sleep(0.02)
             time.sleep(delay)
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid)
             code = proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_tree(proc.pid)
                 proc.wait()
     text = log.read_text(errors="replace")
     log.unlink()
     return code, text
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant (the training launcher starts its workers in their own session), as
+    a machine crash or the OOM killer would: all at once, nothing gets to clean up."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in family:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
 
 
 def tree_digest(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
