@@ -80,9 +80,23 @@ def jsonl_record(name: str, number: int, raw: bytes) -> RawRow | BadRow | None:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         return BadRow(where, number, f"malformed JSON: {err.msg} (column {err.colno})", text[:200])
+    except RecursionError:
+        return BadRow(where, number, "JSON nested too deeply", text[:200])
     if not isinstance(value, dict):
         return BadRow(where, number, f"expected a JSON object, got {type(value).__name__}", text[:200])
+    if "\\u" in text and _has_lone_surrogate(value):
+        return BadRow(where, number, "text holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), not valid Unicode",
+                      text[:200])
     return RawRow(where, number, value)
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    """JSON may escape half a UTF-16 pair; such a string cannot be written as UTF-8 anywhere later."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _read_csv(path: Path) -> Iterator[RawRow | BadRow]:

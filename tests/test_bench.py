@@ -121,7 +121,8 @@ def test_one_step_bench_prints_both_rows_and_ratio(tiny_qwen25: Path, tmp_path: 
     """The whole bench at 1 step, each row in its own process, on the tiny Qwen2.5: nothing is recorded."""
     monkeypatch.chdir(tmp_path)  # BENCHMARKS.md would be written here
     monkeypatch.setenv("TAILOR_TINY_MODELS_DIR", str(tiny_qwen25.parent))
-    results = bench.main(["--model", "test", "--seq", "128", "--steps", "1", "--warmup", "0", "--no-record"])
+    results = bench.main(["--model", "test", "--seq", "128", "--steps", "1", "--warmup", "0", "--no-record",
+                          "--in-process"])
     out = capsys.readouterr().out
     rows = ROW.findall(out)
     assert sorted((m, s) for m, s, *_ in rows) == sorted(

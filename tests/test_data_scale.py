@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 from conftest import REPO, chat_rows, write_jsonl
 from data_prep import readers
@@ -122,6 +124,7 @@ def _long_rows(path: Path, rows: int, seed: int, vocab: list[str]) -> int:
     return path.stat().st_size
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_input(tmp_path: Path, tiny_qwen25: Path) -> None:
     """Prepare 600 and 4800 rows of ~8 kB in fresh processes: the extra ~35 MB of input (several times that as
     Python rows and token lists, ~250 MB, which the stage used to hold) must add less than three quarters of

@@ -145,6 +145,7 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_matches(workdir, single)
     assert "already trained" in again
 
 
+@pytest.mark.slow
 def test_two_process_run_resumes_on_one_process_with_the_same_global_batch(workdir, single) -> None:
     path, overrides = recipe_for(workdir, "shrink", "training.grad_accum=1")
     interrupt(workdir, "shrink", launch(path, overrides, "--gpus", "2"), signal.SIGUSR1)
@@ -155,6 +156,7 @@ def test_two_process_run_resumes_on_one_process_with_the_same_global_batch(workd
     assert max_diff(adapter(workdir, "shrink"), adapter(workdir, "single")) < WEIGHT_TOL
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused_and_resume_false_starts_over(workdir) -> None:
     path, overrides = recipe_for(workdir, "changed")
     interrupt(workdir, "changed", launch(path, overrides), signal.SIGTERM)
@@ -165,6 +167,7 @@ def test_resume_with_other_settings_is_refused_and_resume_false_starts_over(work
     assert "resuming" not in out and metrics(workdir, "changed")["resumed_from_step"] is None
 
 
+@pytest.mark.slow
 def test_half_written_checkpoint_is_skipped(workdir, single) -> None:
     path, overrides = recipe_for(workdir, "torn")
     interrupt(workdir, "torn", launch(path, overrides), signal.SIGTERM)
@@ -190,10 +193,12 @@ def test_qlora_with_fsdp2_trains_with_a_finite_loss(workdir, tiny_qwen3: Path) -
     assert config["r"] == 16
 
 
+@pytest.mark.slow
 def test_a_stalled_rank_is_named_when_the_collective_times_out(workdir) -> None:
     """Rank 1 stops after step 2 (fault injection); rank 0 times out in the next collective after 10 s."""
     path, overrides = recipe_for(workdir, "stall", "training.grad_accum=1", "training.collective_timeout_s=10")
-    process = launch(path, overrides, "--gpus", "2", env={"TAILOR_FAULT_STALL": "1:2:40"})
+    process = launch(path, overrides, "--gpus", "2", env={"TAILOR_FAULT_STALL": "1:2:600"})
     out, _ = process.communicate(timeout=600)
     assert process.returncode not in (0, PREEMPTED_EXIT_CODE), out[-3000:]
-    assert "stalled: rank 1 (host" in out and "finished step 2" in out and "had started step 3" in out, out[-3000:]
+    assert "stalled: rank 1 (host" in out and "finished step 2" in out, out[-3000:]
+    assert "the other ranks were waiting at the sync after step 2" in out, out[-3000:]

@@ -42,8 +42,9 @@ class CheckpointMarker(TrainerCallback):
 class PreemptionStop(TrainerCallback):
     """Save a checkpoint and stop at the next step end after SIGTERM/SIGUSR1 or a STOP file."""
 
-    def __init__(self, stop_file: Path) -> None:
+    def __init__(self, stop_file: Path, heartbeat: "Heartbeat | None" = None) -> None:
         self.stop_file = stop_file
+        self.heartbeat = heartbeat
         self.signalled: int | None = None
         self.stopped_at: int | None = None
         self.previous: dict[int, Any] = {}
@@ -60,6 +61,8 @@ class PreemptionStop(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         local = self.signalled is not None or self.stop_file.exists()
+        if self.heartbeat:  # "arrived at the step-end sync": whoever never arrives is the stalled rank
+            self.heartbeat.beat(state.global_step, "sync")
         if _any_rank(local):
             control.should_save = True
             control.should_training_stop = True
@@ -76,20 +79,20 @@ class Heartbeat(TrainerCallback):
         self.stall = _stall_request(rank)
         folder.mkdir(parents=True, exist_ok=True)
 
-    def beat(self, step: int, running: bool) -> None:
+    def beat(self, step: int, phase: str) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"rank": self.rank, "step": step, "running": running, "time": time.time(),
+        tmp.write_text(json.dumps({"rank": self.rank, "step": step, "phase": phase, "time": time.time(),
                                    "host": socket.gethostname(), "pid": os.getpid()}))
         os.replace(tmp, self.path)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.beat(state.global_step, running=False)
+        self.beat(state.global_step, "done")
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self.beat(state.global_step + 1, running=True)
+        self.beat(state.global_step + 1, "running")
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.beat(state.global_step, running=False)
+        self.beat(state.global_step, "done")
         if self.stall and state.global_step == self.stall[0]:
             time.sleep(self.stall[1])
 
@@ -105,17 +108,26 @@ def read_heartbeats(folder: Path) -> list[dict[str, Any]]:
 
 
 def stalled_ranks(beats: list[dict[str, Any]]) -> str | None:
-    """A sentence naming the rank(s) that never started the step the others are in, or None if none lags."""
+    """A sentence naming the rank(s) that fell behind: a step behind the others, or missing from the step-end sync
+    the others are waiting in. None when no rank lags (e.g. all are inside the same step's gradient all-reduce)."""
     if len(beats) < 2:
         return None
-    latest = max(b["step"] for b in beats)
-    behind = [b for b in beats if b["step"] < latest]
+    order = {"done": 0, "sync": 1, "running": 2}
+
+    def progress(beat: dict[str, Any]) -> tuple[int, int]:
+        return beat["step"], order.get(beat.get("phase"), 0)
+
+    latest = max(progress(b) for b in beats)
+    behind = [b for b in beats if progress(b) < latest]
     if not behind:
         return None
+    where = {"done": "finished step {step}", "sync": "waiting at the sync after step {step}",
+             "running": "in step {step}"}
     names = ", ".join(f"rank {b['rank']} (host {b['host']}, pid {b['pid']}, "
-                      f"{'in' if b['running'] else 'finished'} step {b['step']}, last seen "
+                      f"{where.get(b.get('phase'), 'at step {step}').format(step=b['step'])}, last seen "
                       f"{time.time() - b['time']:.0f}s ago)" for b in behind)
-    return f"stalled: {names}; the other ranks had started step {latest}."
+    ahead = where[[k for k, v in order.items() if v == latest[1]][0]].format(step=latest[0])
+    return f"stalled: {names}; the other ranks were {ahead}."
 
 
 def _stall_request(rank: int) -> tuple[int, float] | None:

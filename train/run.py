@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+from datetime import timedelta
 from typing import Any
 
 from tailor.cli import recipe_parser, run_cli
@@ -78,7 +79,9 @@ def train(recipe: Recipe) -> dict[str, Any]:
     import torch
 
     paths = run_paths(recipe)
-    state = PartialState(cpu=not torch.cuda.is_available())  # as the trainer will: gloo across CPU processes
+    # as the trainer will (gloo across CPU processes), with the collective timeout that names a stalled rank
+    state = PartialState(cpu=not torch.cuda.is_available(),
+                         timeout=timedelta(seconds=recipe.training.collective_timeout_s))
     world = state.num_processes
     data_hash = check_prepared_data(recipe, paths)["data_hash"]
     key = checkpoints.training_key(recipe, data_hash)
@@ -87,9 +90,10 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
     resume, grad_accum = _resume_point(recipe, paths, data_hash, world, state)
     launch_dir = paths.root / "launch"
-    stop = PreemptionStop(launch_dir / "STOP")
+    heartbeat = Heartbeat(launch_dir, state.process_index)
+    stop = PreemptionStop(launch_dir / "STOP", heartbeat)
     marker = CheckpointMarker(lambda step: checkpoints.marker_info(recipe, data_hash, world, grad_accum, step))
-    callbacks = [stop, marker, Heartbeat(launch_dir, state.process_index)]
+    callbacks = [heartbeat, stop, marker]  # heartbeat first: its step-end beat precedes the sync
     trainer, tokenizer, manifest = build_trainer(recipe, grad_accum=grad_accum, callbacks=callbacks)
     run = start_stage(recipe, "train", {"data_hash": data_hash, "resumed_from": resume and resume.path.name}) \
         if state.is_main_process else None

@@ -291,15 +291,15 @@ SURROGATE = '{"messages": [{"role": "user", "content": "\\ud800 lone"}, {"role":
 DEEP = '{"messages": ' + "[" * 3000 + "]" * 3000 + "}"
 
 
-@pytest.mark.xfail(strict=True, reason="data_prep crashes on these rows instead of rejecting them: a lone surrogate "
-                   "(UnicodeEncodeError in data_prep/split.py content_key), a deeply nested row (RecursionError in "
-                   "data_prep/readers.py jsonl_record)")
 @pytest.mark.parametrize("row", [SURROGATE, DEEP], ids=["lone-surrogate", "deep-nesting"])
 def test_crashing_rows_are_rejected(row: str, tmp_path: Path, tiny_qwen25: Path) -> None:
     rows = [GOOD["messages"](i) for i in range(20)] + [row]
     argv, data_dir = data_job(tmp_path, tiny_qwen25, "surrogate", ("\n".join(rows) + "\n").encode())
     result = run_batch([argv], tmp_path)[0]
     assert result["code"] == 0 and TRACEBACK not in result["stderr"], result["stderr"][-2000:]
+    rejected = [json.loads(line) for line in (data_dir / "rejected.jsonl").read_text().splitlines()]
+    assert any(r.get("line") == 21 and ("surrogate" in r["reason"] or "nested too deeply" in r["reason"])
+               for r in rejected), rejected
 
 
 @pytest.mark.slow
