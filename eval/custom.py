@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import importlib
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 from tailor.errors import TailorError
+from tailor.plugins import load_project_function
 
 Metric = Callable[..., Any]
 
@@ -20,22 +19,8 @@ def metric_name(spec: str) -> str:
 
 def load_metric(spec: str) -> Metric:
     """Import `module.path:function` from inside the project; wrap it so a bad return value is a clear error."""
-    module_name, _, function = spec.partition(":")
     key = "eval.custom_metrics"
-    if not module_name or not function:
-        raise TailorError(f"{key}: {spec!r} must look like 'module.path:function'.")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise TailorError(f"{key}: cannot import {module_name!r} ({err}); the module must be inside the project "
-                          "folder (the working directory).") from None
-    origin = Path(getattr(module, "__file__", "") or "").resolve()
-    if Path.cwd().resolve() not in origin.parents:
-        raise TailorError(f"{key}: {spec!r} lives outside the project ({origin}); custom code is only loaded from "
-                          "inside the project folder.")
-    found = getattr(module, function, None)
-    if not callable(found):
-        raise TailorError(f"{key}: {module_name} has no function {function!r}.")
+    found = load_project_function(spec, key)
 
     def checked(prediction: str, reference: str, **_: Any) -> float | None:
         value = found(prediction, reference)
