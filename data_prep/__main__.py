@@ -22,7 +22,7 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
 
 
 def _track(recipe: Recipe, manifest: dict) -> None:
-    """One W&B run (job_type data): counts and the data card as an artifact; raw rows only with log_samples."""
+    """One W&B run (job_type data): counts (the card is logged by finish_stage); raw rows only with log_samples."""
     from tailor.runs import run_paths
     from tailor.tracking import finish_stage, start_stage
 
@@ -31,12 +31,7 @@ def _track(recipe: Recipe, manifest: dict) -> None:
         return
     import wandb
 
-    paths = run_paths(recipe)
-    card = wandb.Artifact(f"{recipe.name}-data-card", type="data-card",
-                          metadata={"data_hash": manifest["data_hash"]})
-    card.add_file(str(paths.data_dir / "data_card.md"))
-    card.add_file(str(paths.data_dir / "data_card.json"))
-    run.log_artifact(card)
+    paths = run_paths(recipe)  # the data card itself is logged as an artifact by finish_stage
     if recipe.tracking.log_samples:
         from datasets import load_dataset
 
