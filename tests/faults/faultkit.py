@@ -18,6 +18,9 @@ PY = sys.executable
 TRACEBACK = "Traceback (most recent call last)"
 
 
+from conftest import write_jsonl as jsonl  # noqa: E402  (the shared JSONL writer, re-exported)
+
+
 def env(**extra: str) -> dict[str, str]:
     base = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_SILENT": "true",
             "TAILOR_CACHE": os.environ.get("TAILOR_CACHE", str(REPO / ".cache")), "PYTHONUNBUFFERED": "1"}
@@ -120,12 +123,6 @@ tracking:
 {extra}"""
     path = folder / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")
-    return path
-
-
-def jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
