@@ -189,7 +189,9 @@ class TrainingSettings(Strict):
     batch_size: int = Field(4, ge=1, description="Micro batch per device.")
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(1024, ge=8, description="Sequences longer than this (in tokens) are truncated.")
-    packing: bool = Field(False, description="Pack rows into max_length sequences (trl BFD, padding-free).")
+    packing: bool = Field(True, description="Pack rows into max_length sequences (trl BFD, padding-free; "
+                          "documents stay separate through position_ids). batch_size then counts packed sequences. "
+                          "false: one row per sequence, padded per batch.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
@@ -213,6 +215,9 @@ class TrainingSettings(Strict):
     liger: Literal["auto", "on", "off"] = Field("auto", description="Liger fused kernels (cross-entropy, RMSNorm, "
                                                 "SwiGLU, RoPE): auto = on GPUs when liger-kernel is installed.")
     torch_compile: bool = Field(False, description="torch.compile the model (slow first steps; opt-in).")
+    compact_lm_head: bool = Field(True, description="Project only the trained (assistant) positions through the LM "
+                                  "head. trl does this on GPUs; true does it on CPUs too (same loss, less work: "
+                                  "train/lm_head.py).")
     collective_timeout_s: int = Field(1800, ge=10, description="A rank that waits longer than this in a "
                                       "collective (NCCL/gloo) fails the job naming the stalled rank.")
 

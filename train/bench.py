@@ -255,8 +255,16 @@ def trainer_settings(trainer: Any) -> dict[str, Any]:
                 "gradient_checkpointing": bool(args.gradient_checkpointing), "bf16": bool(args.bf16),
                 "optim": str(getattr(args.optim, "value", args.optim)),
                 "liger": bool(getattr(args, "use_liger_kernel", False)), "torch_compile": bool(args.torch_compile),
-                "attn": getattr(config, "_attn_implementation", None)}
+                "attn": getattr(config, "_attn_implementation", None),
+                "compact_lm_head": _lm_head_compacts(model)}
     return settings
+
+
+def _lm_head_compacts(model: Any) -> bool:
+    """Whether trl's fused LM head projects only the trained positions on this model's device."""
+    from trl.trainer import utils as trl_utils
+
+    return bool(trl_utils._use_triton(next(model.parameters()).device))
 
 
 def compute_dtype(trainer: Any) -> str:

@@ -34,9 +34,11 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
 
     from data_prep.prepare import check_prepared_data
     from tailor.models import load_model, load_tokenizer
+    from train import lm_head
     from train.config import lora_config, sft_config
 
     paths = run_paths(recipe)
+    lm_head.apply(recipe.training.compact_lm_head)
     manifest = check_prepared_data(recipe, paths)
     set_seed(recipe.training.seed)
     dataset = load_dataset("parquet", data_files=str(paths.train_data), split="train")
