@@ -139,3 +139,29 @@ def test_one_step_bench_prints_both_rows_and_ratio(tiny_qwen25: Path, tmp_path: 
     assert baseline["flops_per_token"]["recompute"] > 0
     assert (tailor["flops_per_token"]["recompute"] > 0) == tailor["settings"]["gradient_checkpointing"]
     assert not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def test_gpu_rows_take_the_planners_micro_batch(tmp_path: Path) -> None:
+    """On a GPU the tailor row trains the largest micro batch the planner says fits (packed 4096-token sequences,
+    no checkpointing, as tailor's defaults are), not a fixed 4 that would not fit a 7B model in 80 GB."""
+    from dataclasses import replace
+
+    from tailor.recipe import load_recipe
+    from train.memory import estimate, usable_bytes
+    from train.plan import build_arch, recipe_setup
+
+    model_dir = tmp_path / "qwen2.5-7b"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text((ARCH / "qwen2.5-7b.json").read_text())
+    spec = {"method": "lora", "warmup": 3, "steps": 20, "seq": 4096, "batch": None, "overrides": []}
+    recipe = load_recipe(bench.bench_recipe_file(tmp_path, model_dir, tmp_path / "rows.parquet"),
+                         bench.row_overrides(spec))
+    assert recipe.training.packing and not recipe.training.gradient_checkpointing
+
+    batch = bench.planned_micro_batch(recipe, 80)
+    arch, lora_params, targets = build_arch(recipe)
+    setup = recipe_setup(recipe, 1, "single", lora_params, targets)
+    fits = lambda b: estimate(arch, replace(setup, micro_batch=b)).total <= usable_bytes(80)  # noqa: E731
+    assert 1 <= batch < recipe.training.batch_size and fits(batch) and not fits(batch + 1)
+    # nothing fits a 24 GB card without checkpointing: the recipe's own batch, and the row reports the OOM
+    assert bench.planned_micro_batch(recipe, 24) == recipe.training.batch_size

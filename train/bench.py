@@ -8,7 +8,8 @@ of steps on the same synthetic token rows: lengths from a seeded log-normal (med
 [64, seq], random token ids, the loss on the second half of each row (the "assistant" part).
 
 - tailor: a recipe with tailor's defaults (plus `--set` overrides), trainer built by `train.run.build_trainer`,
-  exactly as `make train` builds it (the synthetic rows are written as the run's prepared data).
+  exactly as `make train` builds it (the synthetic rows are written as the run's prepared data). On a GPU its
+  micro batch is the largest the memory planner says fits (`--batch` sets both rows instead).
 - baseline: what a plain trl script does: `AutoModelForCausalLM.from_pretrained` (+ the usual NF4
   `BitsAndBytesConfig` for QLoRA), peft `LoraConfig` with the same adapter, `SFTTrainer` with trl's default
   `SFTConfig` (no packing, no Liger, trl's default gradient checkpointing, per-row padding, micro batch 8); only
@@ -181,18 +182,33 @@ def tailor_trainer(spec: dict[str, Any]) -> Any:
     """tailor's trainer, built by train.run.build_trainer from a recipe whose prepared data are the bench rows."""
     import shutil
 
+    import torch
+
     from data_prep.prepare import data_hash
     from tailor.recipe import load_recipe
     from tailor.runs import run_paths
     from train.run import build_trainer
 
     recipe = load_recipe(spec["recipe"], row_overrides(spec))
+    if not spec.get("batch") and torch.cuda.is_available():
+        batch = planned_micro_batch(recipe, torch.cuda.get_device_properties(0).total_memory / 2**30)
+        recipe = load_recipe(spec["recipe"], [*row_overrides(spec), f"training.batch_size={batch}"])
     paths = run_paths(recipe)
     paths.data_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(spec["data"], paths.train_data)
     atomic_write_json(paths.manifest, {"data_hash": data_hash(recipe), "synthetic": True})
     trainer, _, _ = build_trainer(recipe)
     return trainer
+
+
+def planned_micro_batch(recipe: Any, gpu_mem_gib: float) -> int:
+    """The tailor row's micro batch on a GPU: the largest the memory planner says fits with the recipe's settings
+    (packed max_length sequences, checkpointing as set), or the recipe's own when not even one sequence fits (the
+    row then reports the out-of-memory error)."""
+    from train.plan import make_plan
+
+    plan = make_plan(recipe, gpus=1, gpu_mem_gb=gpu_mem_gib)
+    return plan.max_micro_batch or recipe.training.batch_size
 
 
 def baseline_trainer(spec: dict[str, Any]) -> Any:
