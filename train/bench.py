@@ -420,7 +420,7 @@ def defaults_for(gpu: bool) -> dict[str, Any]:
     """CPU: the small model, short rows, few steps (under 5 minutes on 2 cores); GPU: the issue's 7B at 4096."""
     if gpu:
         return {"model": "qwen2.5-7b", "seq": 4096, "steps": 20, "warmup": 3}
-    return {"model": "tiny", "seq": 384, "steps": 3, "warmup": 1}
+    return {"model": "tiny", "seq": 384, "steps": 6, "warmup": 1}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -428,7 +428,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", help=f"one of {', '.join(model_names())} (default: tiny on CPU, qwen2.5-7b "
                         "on a GPU)")
     parser.add_argument("--seq", type=int, help="max_length; rows are drawn up to this length (CPU 384, GPU 4096)")
-    parser.add_argument("--steps", type=int, help="measured optimizer steps per row (CPU 3, GPU 20)")
+    parser.add_argument("--steps", type=int, help="measured optimizer steps per row (CPU 6, GPU 20)")
     parser.add_argument("--warmup", type=int, help="steps run before measuring (CPU 1, GPU 3)")
     parser.add_argument("--methods", nargs="+", choices=["lora", "qlora"], default=["lora", "qlora"])
     parser.add_argument("--sides", nargs="+", choices=["tailor", "baseline"], default=["tailor", "baseline"],
