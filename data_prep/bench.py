@@ -106,17 +106,16 @@ def main() -> None:
 
 
 def record(lines: list[str]) -> None:
-    path = Path("BENCHMARKS.md")
-    header = ("\n## Data preparation: tailor vs trl (`make bench-data`)\n\n"
-              f"Machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, Python "
-              f"{platform.python_version()}. tailor = full prepare (read, PII, exact + near dedup, split, render "
-              "with masks, contamination, audit, write); trl = SFTTrainer dataset preparation (template + "
-              "tokenize). Ratio = trl time / tailor time (> 1: tailor faster).\n\n"
-              "| date | rows | processes | tailor | trl | ratio |\n|---|---|---|---|---|---|\n")
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if "## Data preparation: tailor vs trl" not in text:
-        text += header
-    path.write_text(text + "\n".join(lines) + "\n", encoding="utf-8")
+    """Table rows in the data-preparation section of BENCHMARKS.md."""
+    from tailor.benchmarks import add_to_section
+
+    intro = (f"Machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, Python "
+             f"{platform.python_version()}. tailor = full prepare (read, PII, exact + near dedup, split, render "
+             "with masks, contamination, audit, write); trl = SFTTrainer dataset preparation (template + "
+             "tokenize). Ratio = trl time / tailor time (> 1: tailor faster).\n\n"
+             "| date | rows | processes | tailor | trl | ratio |\n|---|---|---|---|---|---|")
+    add_to_section(Path("BENCHMARKS.md"), "Data preparation: tailor vs trl (`make bench-data`)", intro, lines,
+                   into_table=True)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-HEADER = """
-## Eval generation: batched vs per-row generate (`make bench-eval`)
-
-Same model, held-out prompts of the demo task, greedy, same stop ids; tailor = `eval.generate` (sorted by length,
+SECTION = "Eval generation: batched vs per-row generate (`make bench-eval`)"
+INTRO = """Same model, held-out prompts of the demo task, greedy, same stop ids; tailor = `eval.generate` (sorted by length,
 left-padded batches), loop = one `model.generate` per row. Ratio = tailor tokens/s / loop tokens/s (goal >= 4 on CPU).
 
 | date | model | rows | batch | max new | tailor | loop | ratio | output mismatches |
@@ -91,20 +89,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def record(result: dict[str, Any], path: Path) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if "## Eval generation: batched vs per-row generate" not in text:
-        text = text.rstrip("\n") + "\n" + HEADER
+    """One table row in the eval-generation section of BENCHMARKS.md."""
+    from tailor.benchmarks import add_to_section
+
     row = (f"| {date.today().isoformat()} | {result['model']} | {result['rows']} | {result['batch']} | "
            f"{result['max_new']} | {result['tailor_tps']:.1f} tok/s | {result['loop_tps']:.1f} tok/s | "
-           f"{result['ratio']:.2f} | {len(result['mismatches'])} of {result['rows']} |\n")
-    lines = text.rstrip("\n").split("\n")
-    start = next(i for i, line in enumerate(lines) if line.startswith("## Eval generation: batched"))
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    last_row = max(i for i in range(start, end) if lines[i].startswith("|"))
-    lines.insert(last_row + 1, row.rstrip("\n"))
-    from tailor.runs import atomic_write_text
-
-    atomic_write_text(path, "\n".join(lines) + "\n")
+           f"{result['ratio']:.2f} | {len(result['mismatches'])} of {result['rows']} |")
+    add_to_section(path, SECTION, INTRO, [row], into_table=True)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

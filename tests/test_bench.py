@@ -165,3 +165,20 @@ def test_gpu_rows_take_the_planners_micro_batch(tmp_path: Path) -> None:
     assert 1 <= batch < recipe.training.batch_size and fits(batch) and not fits(batch + 1)
     # nothing fits a 24 GB card without checkpointing: the recipe's own batch, and the row reports the OOM
     assert bench.planned_micro_batch(recipe, 24) == recipe.training.batch_size
+
+
+def test_each_bench_records_into_its_own_section(tmp_path: Path) -> None:
+    """Results land at the end of their own section (or table), not after whichever section comes last."""
+    from tailor.benchmarks import add_to_section
+
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\n## Data\n\n| date | x |\n|---|---|\n| d1 | 1 |\n\nReading: prose.\n\n"
+                    "## Training\n\nintro\n\n### run 1\n\ntable 1\n\n## Eval\n\n| date | y |\n|---|---|\n| e1 | 2 |\n")
+    add_to_section(path, "Data", "unused", ["| d2 | 3 |"], into_table=True)
+    add_to_section(path, "Training", "unused", ["### run 2", "", "table 2"])
+    add_to_section(path, "Eval", "unused", ["| e2 | 4 |"], into_table=True)
+    add_to_section(path, "New", "fresh intro", ["| n1 | 5 |"], into_table=True)
+    assert path.read_text() == (
+        "# Benchmarks\n\n## Data\n\n| date | x |\n|---|---|\n| d1 | 1 |\n| d2 | 3 |\n\nReading: prose.\n\n"
+        "## Training\n\nintro\n\n### run 1\n\ntable 1\n\n### run 2\n\ntable 2\n\n## Eval\n\n| date | y |\n|---|---|\n"
+        "| e1 | 2 |\n| e2 | 4 |\n\n## New\n\nfresh intro\n| n1 | 5 |\n")

@@ -39,13 +39,17 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from tailor.benchmarks import add_to_section
 from tailor.errors import TailorError
 from tailor.runs import atomic_dir, atomic_write_json, atomic_write_text
 from train.flops import effective_length, flops_per_token, gpu_peak_flops, measure_matmul_peak, shape_from_config
 
 ARCH_DIR = Path(__file__).resolve().parents[1] / "tailor" / "arch_configs"
 BENCHMARKS = Path("BENCHMARKS.md")
-SECTION = "## Training throughput: tailor vs plain trl (`make bench`)"
+SECTION = "Training throughput: tailor vs plain trl (`make bench`)"
+INTRO = ("Same adapter, same synthetic rows; tailor = the recipe defaults built by train.run.build_trainer, baseline = "
+         "plain trl SFTTrainer defaults. tokens/s = non-padding input tokens after the warmup steps; MFU with the FLOP "
+         "count of train/flops.py (docs/benchmarking.md).")
 TOKEN_ID_LIMIT = 151643  # ordinary BPE ids of the Qwen tokenizer: no special or pad token among the random rows
 
 # A small Qwen2 for CPU runs: big enough that matrix products, not Python overhead, take the time; real vocabulary.
@@ -562,9 +566,9 @@ def format_ratio(results: list[dict[str, Any]], method: str) -> str:
 def record(args: argparse.Namespace, argv: list[str], info: dict[str, Any], results: list[dict[str, Any]]) -> None:
     """Append this run (device, versions, settings, date, command, one line per row) to BENCHMARKS.md, atomically."""
     command = "python -m train.bench " + " ".join(shlex.quote(a) for a in argv)
-    lines = [f"\n### {date.today()}: {args.model}, seq {args.seq}, {info['device']}\n",
+    lines = [f"### {date.today()}: {args.model}, seq {args.seq}, {info['device']}", "",
              f"Command: `{command}` ({args.warmup} warmup + {args.steps} measured steps per row). "
-             f"{info['peak_note']}. Versions: {versions()}.\n",
+             f"{info['peak_note']}. Versions: {versions()}.", "",
              "| method | setup | settings | batch | tokens/s | step (s) | peak memory | MFU | tailor/baseline |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -578,12 +582,7 @@ def record(args: argparse.Namespace, argv: list[str], info: dict[str, Any], resu
                      f"{r['step_seconds']:.3f} | {r['peak_memory'] / 2**30:.2f} GB | "
                      f"{'' if r.get('mfu') is None else format(r['mfu'], '.1%')} | "
                      f"{'' if value is None else format(value, '.2f') + 'x'} |")
-    text = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else "# Benchmarks\n"
-    if SECTION not in text:
-        text += (f"\n{SECTION}\n\nSame adapter, same synthetic rows; tailor = the recipe defaults built by "
-                 "train.run.build_trainer, baseline = plain trl SFTTrainer defaults. tokens/s = non-padding input "
-                 "tokens after the warmup steps; MFU with the FLOP count of train/flops.py (docs/benchmarking.md).\n")
-    atomic_write_text(BENCHMARKS, text + "\n".join(lines) + "\n")
+    add_to_section(BENCHMARKS, SECTION, INTRO, lines)
     print(f"recorded in {BENCHMARKS}")
 
 
