@@ -137,6 +137,8 @@ def test_one_step_bench_prints_both_rows_and_ratio(tiny_qwen25: Path, tmp_path: 
     baseline = next(r for r in results if r["side"] == "baseline" and r["method"] == "lora")
     assert baseline["settings"]["gradient_checkpointing"] and baseline["settings"]["batch"] == 8  # trl defaults
     assert baseline["flops_per_token"]["recompute"] > 0
+    # tailor's CPU LM-head compaction is on for its rows and never leaks into a baseline row run after it
+    assert [r["settings"]["compact_lm_head"] for r in results] == [r["side"] == "tailor" for r in results]
     assert (tailor["flops_per_token"]["recompute"] > 0) == tailor["settings"]["gradient_checkpointing"]
     assert not (tmp_path / "BENCHMARKS.md").exists()
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, chat_rows, write, write_jsonl
 from data_prep.prepare import prepare
 from tailor.recipe import load_recipe
-from tailor.runs import read_json, run_paths
+from tailor.runs import read_json
 from train.launch import PREEMPTED_EXIT_CODE
 
 STEPS = 5  # 5 x global batch 8 = 40 rows <= the 41+ training rows: no partial (padded) last batch

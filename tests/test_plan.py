@@ -12,7 +12,7 @@ from conftest import REPO, write
 from tailor.errors import TailorError
 from tailor.recipe import load_recipe
 from train import memory
-from train.memory import GiB, Arch, LoraTarget, Setup
+from train.memory import Arch, LoraTarget, Setup
 
 # A toy dense model: hidden 100, 2 layers, 4 heads of 25 (2 KV heads), MLP 300, vocab 1000, untied head.
 TOY = Arch(model_type="toy", hidden=100, layers=2, heads=4, kv_heads=2, head_dim=25, v_head_dim=25, intermediate=300,

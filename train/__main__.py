@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 from tailor.cli import recipe_parser, run_cli
-from tailor.errors import TailorError
 from tailor.schema import Recipe
 from train.launch import PREEMPTED_EXIT_CODE, Launch, check_launch, launch_command, render_profile, resolve_strategy
 

@@ -224,7 +224,9 @@ def baseline_trainer(spec: dict[str, Any]) -> Any:
     from trl import SFTConfig, SFTTrainer
 
     from tailor.recipe import load_recipe
+    from train import lm_head
 
+    lm_head.disable()  # trl's own LM-head rule, also after a tailor row in this process (--in-process)
     peft = load_recipe(spec["recipe"], row_overrides(spec)).peft
     gpu = torch.cuda.is_available()
     kwargs: dict[str, Any] = {}

@@ -18,7 +18,7 @@ PY = sys.executable
 TRACEBACK = "Traceback (most recent call last)"
 
 
-from conftest import write_jsonl as jsonl  # noqa: E402  (the shared JSONL writer, re-exported)
+from conftest import write_jsonl as jsonl  # noqa: E402, F401  (the shared JSONL writer, re-exported)
 
 
 def env(**extra: str) -> dict[str, str]:
