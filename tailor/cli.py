@@ -36,6 +36,9 @@ def run_cli(stage: Callable[[Recipe, argparse.Namespace], None], parser: argpars
     logging.basicConfig(level=os.environ.get("TAILOR_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "wandb"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # bitsandbytes tries an optional CPU 4-bit kernel fetched from the hub (`kernels` package) and falls back to its
+    # own when absent, as it always is offline; its warning asks users to install something they must not need.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         recipe = load_recipe(args.recipe, args.overrides)
         check_recipe_files(recipe, args.recipe, args.overrides)
