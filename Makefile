@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::FutureWarning
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser check data audit train plan merge slurm eval all demo test test-slow test-faults tiny-models bench bench-data bench-eval compare leet sync clean
+.PHONY: help setup browser doctor gpu-check check data audit train plan merge slurm eval all demo test test-slow test-faults tiny-models bench bench-data bench-eval compare leet sync clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ setup: $(STAMP) ## create .venv with the pinned dependencies (idempotent)
 browser: ## install Debian's Chromium for the HTML report tests (needs root or sudo; skipped when present)
 	@command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+doctor: $(STAMP) ## this machine (CPU ISA, GPUs, packages), tailor's choices on it (precision ...), matmul peaks
+	$(PY) -m tailor doctor $(if $(filter command line,$(origin RECIPE)),$(RECIPE))
 
 check: $(STAMP) ## validate RECIPE (and ARGS overrides) without running anything
 	$(PY) -m tailor check $(RECIPE) $(ARGS)
@@ -80,11 +83,14 @@ test-slow: $(STAMP) browser tiny-models ## the long tests (the full demo on Smol
 test-faults: $(STAMP) tiny-models ## fault injection: SIGKILL, full disk, concurrent runs, bad-input corpus
 	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
-bench: $(STAMP) tiny-models ## training throughput: tailor defaults vs plain trl (tiny model on CPU; BENCH_ARGS for GPUs)
+bench: $(STAMP) tiny-models ## training tokens/s: tailor vs trl tuned by hand vs trl defaults (tiny model on CPU; BENCH_ARGS)
 	$(PY) -m train.bench $(BENCH_ARGS)
 
-bench-eval: $(STAMP) ## eval generation throughput: batched vs a per-row generate loop (real SmolLM2)
+bench-eval: $(STAMP) ## eval generation: tailor's sorted batches vs transformers batched vs per-row (real SmolLM2)
 	$(PY) -m eval.bench $(BENCH_ARGS)
+
+gpu-check: ## the GPU checks of a lent machine in one command, no venv needed (bench/gpu_check.sh; here: GPU_CHECK_ARGS=--cpu-smoke)
+	bash bench/gpu_check.sh $(GPU_CHECK_ARGS)
 
 compare: $(STAMP) browser ## compare run folders (RUNS="runs/a runs/b" or globs): terminal table + compare.html
 	$(PY) -m tailor.compare $(RUNS) $(COMPARE_ARGS)

@@ -1,10 +1,17 @@
-"""`make bench-eval`: generation throughput of tailor's batched eval vs a per-row `model.generate` loop.
+"""`make bench-eval`: generation throughput of tailor's eval vs transformers' own batched generate and a per-row loop.
 
     python -m eval.bench [--rows N] [--batch-size 25] [--max-new-tokens 64] [--model DIR] [--no-record]
 
-Same model (the demo's real SmolLM2-135M-Instruct unless --model), same held-out prompts of the demo task (prepared
-by the data stage into .cache/bench-eval/), same greedy settings and stop ids. Outputs are compared row by row
-(mismatches reported: batched, left-padded fp32 math can flip a near-tie token). Appends to BENCHMARKS.md.
+Same model (the demo's real SmolLM2-135M-Instruct unless --model, in the dtype eval generates in), same held-out
+prompts of the demo task (prepared by the data stage into .cache/bench-eval/), same greedy settings and stop ids:
+
+- tailor: `eval.generate`, what `make eval` runs: prompts sorted by length, left-padded batches of --batch-size.
+- transformers batched: `model.generate` on batches of the same size, prompts in their original order, left padding
+  (what a plain script does: each batch pads to its longest prompt and runs until its longest answer ends).
+- per-row loop: one unpadded `model.generate` per prompt.
+
+Answers are compared with the per-row loop's, row by row (mismatches reported: batched, left-padded math can flip a
+near-tie token). Appends one table row to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -17,13 +24,16 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-SECTION = "Eval generation: batched vs per-row generate (`make bench-eval`)"
-INTRO = """Same model, held-out prompts of the demo task, greedy, same stop ids; tailor = `eval.generate` (sorted by length,
-left-padded batches), loop = one `model.generate` per row. Ratio = tailor tokens/s / loop tokens/s (goal >= 4 on CPU).
+from eval.generate import Generations
 
-| date | model | rows | batch | max new | tailor | loop | ratio | output mismatches |
-|---|---|---|---|---|---|---|---|---|
-"""
+SECTION = "Eval generation: batched vs per-row generate (`make bench-eval`)"
+INTRO = """Same model, held-out prompts of the demo task, greedy, same stop ids; tailor = `eval.generate` (sorted by
+length, left-padded batches), transformers batched = `model.generate` on batches of the same size in the prompts'
+original order (left padding), loop = one `model.generate` per row. Ratios = tailor tokens/s over each baseline's
+(goal >= 4 against the loop on CPU); mismatches = answers that differ from the loop's."""
+TABLE = ["| date | model | dtype | rows | batch | max new | tailor (sorted batches) | transformers batched (unsorted) "
+         "| per-row loop | tailor / batched | tailor / loop | mismatches vs loop: tailor, batched |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
 def load_prompts(recipe_file: str, rows: int, model: str | None, sets: list[str]) -> tuple[Any, list[str]]:
@@ -65,6 +75,32 @@ def per_row_loop(model: Any, tokenizer: Any, prompts: list[str], settings: Any) 
     return texts, tokens, time.perf_counter() - started
 
 
+def batched_unsorted(model: Any, tokenizer: Any, prompts: list[str], settings: Any) -> Generations:
+    """transformers' batched generate as a plain script runs it: batches of `settings.batch_size` in the prompts'
+    original order, left padding, the same decoding settings, stop ids and stop strings as `eval.generate`."""
+    import torch
+
+    from eval.generate import cut_at_stop, generated_length, generation_kwargs, stop_criteria
+
+    tokenizer.padding_side = "left"
+    kwargs = generation_kwargs(model, tokenizer, settings)
+    ends = set(kwargs["eos_token_id"]) | {tokenizer.pad_token_id}
+    texts: list[str] = []
+    counts: list[int] = []
+    model.eval()
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(prompts), settings.batch_size):
+            encoded = tokenizer(prompts[start:start + settings.batch_size], return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(model.device)
+            width = encoded["input_ids"].shape[1]
+            extra = {"stopping_criteria": stop_criteria(tokenizer, settings.stop, width)} if settings.stop else {}
+            new = model.generate(**encoded, **kwargs, **extra)[:, width:]
+            texts += [cut_at_stop(t, settings.stop) for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            counts += [generated_length(ids, ends) for ids in new.tolist()]
+    return Generations(texts, counts, time.perf_counter() - started)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from eval.generate import generate
     from tailor.models import load_model, load_tokenizer
@@ -74,28 +110,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                               "max_new_tokens": args.max_new_tokens or recipe.eval.max_new_tokens,
                                               "temperature": 0.0})
     tokenizer = load_tokenizer(recipe.model)
-    model = load_model(recipe.model)
+    model = load_model(recipe.model, for_generation=True)  # the dtype `make eval` generates in on this device
     per_row_loop(model, tokenizer, prompts[:1], settings.model_copy(update={"max_new_tokens": 2}))  # warm-up
     loop_texts, loop_tokens, loop_seconds = per_row_loop(model, tokenizer, prompts, settings)
-    batched = generate(model, tokenizer, prompts, settings, desc="tailor")
-    mismatches = [i for i, (a, b) in enumerate(zip(batched.texts, loop_texts)) if a != b]
-    loop_speed = loop_tokens / loop_seconds
-    return {"model": Path(recipe.model.name_or_path).name, "rows": len(prompts), "batch": settings.batch_size,
-            "max_new": settings.max_new_tokens, "tailor_tps": batched.tokens_per_second,
-            "tailor_seconds": batched.seconds, "tailor_tokens": sum(batched.new_tokens), "loop_tps": loop_speed,
-            "loop_seconds": loop_seconds, "loop_tokens": loop_tokens,
-            "ratio": batched.tokens_per_second / loop_speed if loop_speed else float("nan"),
-            "mismatches": mismatches, "examples": [(i, batched.texts[i], loop_texts[i]) for i in mismatches[:3]]}
+    plain = batched_unsorted(model, tokenizer, prompts, settings)
+    tailor = generate(model, tokenizer, prompts, settings, desc="tailor")
+    mismatches = [i for i, (a, b) in enumerate(zip(tailor.texts, loop_texts)) if a != b]
+    loop_speed = loop_tokens / loop_seconds if loop_seconds else 0.0
+
+    def over(speed: float) -> float:
+        return tailor.tokens_per_second / speed if speed else float("nan")
+
+    return {"model": Path(recipe.model.name_or_path).name, "dtype": str(model.dtype).removeprefix("torch."),
+            "rows": len(prompts), "batch": settings.batch_size, "max_new": settings.max_new_tokens,
+            "tailor_tps": tailor.tokens_per_second, "tailor_seconds": tailor.seconds,
+            "tailor_tokens": sum(tailor.new_tokens), "batched_tps": plain.tokens_per_second,
+            "batched_seconds": plain.seconds, "batched_tokens": sum(plain.new_tokens), "loop_tps": loop_speed,
+            "loop_seconds": loop_seconds, "loop_tokens": loop_tokens, "ratio_batched": over(plain.tokens_per_second),
+            "ratio_loop": over(loop_speed), "mismatches": mismatches,
+            "batched_mismatches": [i for i, (a, b) in enumerate(zip(plain.texts, loop_texts)) if a != b],
+            "examples": [(i, tailor.texts[i], loop_texts[i]) for i in mismatches[:3]]}
 
 
 def record(result: dict[str, Any], path: Path) -> None:
-    """One table row in the eval-generation section of BENCHMARKS.md."""
+    """One table row in the eval-generation section of BENCHMARKS.md; a new table (under the older ones) when the
+    section's tables have other columns."""
     from tailor.benchmarks import add_to_section
 
-    row = (f"| {date.today().isoformat()} | {result['model']} | {result['rows']} | {result['batch']} | "
-           f"{result['max_new']} | {result['tailor_tps']:.1f} tok/s | {result['loop_tps']:.1f} tok/s | "
-           f"{result['ratio']:.2f} | {len(result['mismatches'])} of {result['rows']} |")
-    add_to_section(path, SECTION, INTRO, [row], into_table=True)
+    r = result
+    row = (f"| {date.today().isoformat()} | {r['model']} | {r['dtype']} | {r['rows']} | {r['batch']} | "
+           f"{r['max_new']} | {r['tailor_tps']:.1f} tok/s | {r['batched_tps']:.1f} tok/s | {r['loop_tps']:.1f} tok/s | "
+           f"{r['ratio_batched']:.2f} | {r['ratio_loop']:.2f} | {len(r['mismatches'])}, "
+           f"{len(r['batched_mismatches'])} of {r['rows']} |")
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    section = text.split(f"## {SECTION}\n", 1)[1].split("\n## ", 1)[0] if f"## {SECTION}\n" in text else ""
+    if TABLE[0] in section.splitlines():
+        add_to_section(path, SECTION, INTRO, [row], into_table=True)
+    else:
+        add_to_section(path, SECTION, INTRO, [*TABLE, row])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -111,14 +163,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     result = run(args)
-    print(f"{result['rows']} rows, batch {result['batch']}, max_new_tokens {result['max_new']} "
+    print(f"{result['rows']} rows, batch {result['batch']}, max_new_tokens {result['max_new']}, {result['dtype']} "
           f"({platform.machine()}, {os.cpu_count()} CPUs)")
-    print(f"tailor batched: {result['tailor_tokens']} tokens in {result['tailor_seconds']:.1f} s = "
-          f"{result['tailor_tps']:.1f} tok/s")
-    print(f"per-row loop:   {result['loop_tokens']} tokens in {result['loop_seconds']:.1f} s = "
-          f"{result['loop_tps']:.1f} tok/s")
-    print(f"ratio: {result['ratio']:.2f}x; output mismatches under greedy: {len(result['mismatches'])} of "
-          f"{result['rows']}")
+    for label, key in (("tailor (sorted batches)", "tailor"), ("transformers batched", "batched"),
+                       ("per-row loop", "loop")):
+        print(f"{label:24} {result[key + '_tokens']:>6} tokens in {result[key + '_seconds']:6.1f} s = "
+              f"{result[key + '_tps']:.1f} tok/s")
+    print(f"ratio tailor/batched: {result['ratio_batched']:.2f}x, tailor/loop: {result['ratio_loop']:.2f}x; output "
+          f"mismatches under greedy vs the loop: tailor {len(result['mismatches'])}, batched "
+          f"{len(result['batched_mismatches'])} of {result['rows']}")
     for i, a, b in result["examples"]:
         print(f"  row {i}: batched {a[:80]!r}\n         loop    {b[:80]!r}")
     if not args.no_record:

@@ -30,6 +30,7 @@ class EngineOutput:
     losses: dict[str, dict[str, float]] = field(default_factory=dict)
     backend: str = "hf"
     gpus: int = 0
+    dtype: str | None = None  # weights dtype of the transformers models that generated
 
 
 def run_models(recipe: Recipe, variants: list[Variant], chat: list[dict], rows: list[dict],
@@ -63,6 +64,7 @@ def _run_one(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", var
     from eval.loss import assistant_loss
 
     out.gpus = max(out.gpus, gpus_used(model))
+    out.dtype = str(model.dtype).removeprefix("torch.")
     if variant.name not in out.generations:
         out.generations[variant.name] = generate(model, tokenizer, prompts, recipe.eval, desc=variant.name)
     out.losses[variant.name] = assistant_loss(model, rows, tokenizer.pad_token_id)
@@ -73,7 +75,7 @@ def _shared_model(recipe: Recipe, variants: list[Variant]) -> Any:
 
     from tailor.models import load_model
 
-    base = load_model(recipe.model, quantize_4bit=recipe.peft.method == "qlora")
+    base = load_model(recipe.model, quantize_4bit=recipe.peft.method == "qlora", for_generation=True)
     adapters = [v for v in variants if v.kind == "adapter"]
     if not adapters:
         return base
@@ -102,7 +104,7 @@ def _merged_model(recipe: Recipe, folder: str) -> "PreTrainedModel":
     from tailor.models import load_model
 
     settings = recipe.model.model_copy(update={"name_or_path": folder, "gguf_file": None, "revision": None})
-    return load_model(settings)
+    return load_model(settings, for_generation=True)
 
 
 def _vllm_generate(recipe: Recipe, variants: list[Variant], prompts: list[str], out: EngineOutput) -> None:

@@ -76,6 +76,7 @@ def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None
     variants = plan_variants(recipe, paths, chat, adapter, model_dir, compare_runs, prediction_files)
     tuned = next(v for v in variants if v.name == "tuned")
     tokenizer = load_tokenizer(recipe.model, source=tuned.source)
+    precision = _generation_precision(recipe, backend)
     engine = run_models(recipe, variants, chat, rows, tokenizer, backend)
 
     def count_tokens(text: str) -> int:
@@ -86,7 +87,8 @@ def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None
     thinking: dict[str, list[str | None]] = {}
     per_row: dict[str, list[dict]] = {}
     results: dict[str, Any] = {"rows": len(rows), "generation_rows": len(chat), "adapter": None, "model": None,
-                               "backend": engine.backend, "variants": {}, "models": {}, "seconds": {}}
+                               "backend": engine.backend, "variants": {}, "models": {}, "seconds": {},
+                               "precision": {**precision, "dtype": engine.dtype or precision.get("dtype")}}
     results["adapter" if tuned.kind == "adapter" else "model"] = tuned.source
     for variant in variants:
         gen = engine.generations.get(variant.name)
@@ -125,6 +127,18 @@ def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None
 
     _write(paths, recipe, results, chat, [v.name for v in variants], raw, answers, thinking, per_row)
     return results
+
+
+def _generation_precision(recipe: Recipe, backend: str) -> dict[str, Any]:
+    """The generation dtype and why (printed once, recorded in results.json and run.json)."""
+    from tailor.models import resolve_dtype
+    from tailor.precision import device_precision
+
+    chosen = device_precision()
+    dtype = str(resolve_dtype(recipe.model, for_generation=True)).removeprefix("torch.")
+    reason = chosen.reason if recipe.model.dtype == "auto" else "model.dtype in the recipe"
+    print(f"eval: generating in {dtype} on {chosen.device} ({reason})", flush=True)
+    return {"dtype": dtype, "reason": reason, "device": chosen.device, "backend": backend}
 
 
 def _judge(recipe: Recipe, chat: list[dict], answers: dict[str, list], others: list[str]) -> dict[str, Any]:
@@ -177,7 +191,8 @@ def _write(paths: RunPaths, recipe: Recipe, results: dict, chat: list[dict], nam
                                               encoding="utf-8")
         write_reports(tmp, recipe.name, results, predictions)
     update_record(paths, "eval", {"results": str(paths.results), "models": results["models"],
-                                  "delta": results.get("delta", {}), "cost": results["cost"]})
+                                  "delta": results.get("delta", {}), "cost": results["cost"],
+                                  "precision": results["precision"]})
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -124,7 +124,13 @@ def check(recipe: Recipe, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "doctor":
+        from tailor.doctor import main as doctor
+
+        doctor(argv[1:])
+        return
     if not argv or argv[0] != "check":
-        print("usage: python -m tailor check RECIPE [key=value ...]", file=sys.stderr)
+        print("usage: python -m tailor check RECIPE [key=value ...] | python -m tailor doctor [RECIPE] [--json]",
+              file=sys.stderr)
         sys.exit(2)
     run_cli(check, recipe_parser("Validate a recipe without running it."), argv[1:], lock=False)

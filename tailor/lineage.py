@@ -66,19 +66,11 @@ def hardware() -> dict[str, Any]:
     """GPU model and count (torch.cuda), CPU model and cores of this machine."""
     import torch
 
+    from tailor.precision import cpu_name
+
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return {"gpu_count": gpus, "gpu_model": torch.cuda.get_device_name(0) if gpus else None,
-            "cpu_model": _cpu_model(), "cpu_cores": os.cpu_count()}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            "cpu_model": cpu_name(), "cpu_isa": torch.backends.cpu.get_cpu_capability(), "cpu_cores": os.cpu_count()}
 
 
 def data_card_hash(paths: "RunPaths") -> str | None:

@@ -89,14 +89,18 @@ def _convert_gguf(path: Path, target: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-def resolve_dtype(settings: ModelSettings) -> "torch.dtype":
-    """`auto` means bfloat16 on a GPU that supports it, float32 otherwise."""
+def resolve_dtype(settings: ModelSettings, for_generation: bool = False) -> "torch.dtype":
+    """The weights dtype. `auto`: on GPUs the device's native precision (bfloat16 from compute capability 8.0,
+    float16 below: `tailor.precision`); on CPUs float32 for training and merging (bf16 autocast does the fast part
+    where the CPU has it) and, `for_generation`, bfloat16 where the CPU computes it natively."""
     import torch
+
+    from tailor.precision import device_precision
 
     if settings.dtype != "auto":
         return getattr(torch, settings.dtype)
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
+    if torch.cuda.is_available() or for_generation:
+        return device_precision().torch_dtype
     return torch.float32
 
 
@@ -122,15 +126,17 @@ def load_tokenizer(settings: ModelSettings, source: str | None = None) -> "PreTr
     return tokenizer
 
 
-def load_model(settings: ModelSettings, quantize_4bit: bool = False, **kwargs: Any) -> "PreTrainedModel":
-    """Load the base model; with `quantize_4bit` as NF4 with double quantization (QLoRA) via bitsandbytes.
+def load_model(settings: ModelSettings, quantize_4bit: bool = False, for_generation: bool = False,
+               **kwargs: Any) -> "PreTrainedModel":
+    """Load the base model; with `quantize_4bit` as NF4 with double quantization (QLoRA) via bitsandbytes;
+    `for_generation` (eval) in the device's generation dtype (`resolve_dtype`).
 
     Weights are read from safetensors only (pickle files can run code when loaded) unless the recipe sets
     model.allow_pickle_weights; modelling code shipped with the checkpoint runs only with model.trust_remote_code.
     """
     from transformers import AutoModelForCausalLM
 
-    dtype = resolve_dtype(settings)
+    dtype = resolve_dtype(settings, for_generation)
     source = model_source(settings)
     warn_remote_code(settings, source)
     check_weight_files(settings, source)

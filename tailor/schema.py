@@ -26,7 +26,9 @@ class ModelSettings(Strict):
                                   "cached ordinary checkpoint.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype; auto = bfloat16 on GPUs that support it, float32 on CPU.")
+        "auto", description="Weights dtype; auto = the device's native precision on GPUs (bfloat16 from compute "
+        "capability 8.0, float16 below), float32 on CPU for training (eval generates in bfloat16 on CPUs with native "
+        "bf16).")
     trust_remote_code: bool = Field(False, description="Run modelling code shipped with the checkpoint. Off unless "
                                     "you trust its source.")
     allow_pickle_weights: bool = Field(False, description="Also load weights stored as pickle (pytorch_model.bin, "
@@ -195,8 +197,10 @@ class TrainingSettings(Strict):
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
-    mixed_precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="bf16 autocast; auto = on when the weights are bfloat16 (GPUs), off otherwise.")
+    mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Compute precision (autocast). auto = what the device runs natively, measured: bf16 on "
+        "GPUs with compute capability >= 8.0 and CPUs whose bf16 matmul beats fp32 (AVX512-BF16, AMX), fp16 with "
+        "loss scaling on older GPUs, fp32 otherwise (tailor/precision.py; `make doctor` shows the choice).")
     optim: str = Field("auto", description="auto = fused AdamW (torch) for LoRA, paged 8-bit AdamW for QLoRA on "
                        "GPUs; or any transformers optimizer name (adamw_torch, paged_adamw_8bit, ...).")
     logging_steps: int = Field(5, ge=1)

@@ -51,7 +51,10 @@ def chat_rows(n: int, offset: int = 0) -> list[dict]:
 
 @pytest.fixture
 def tiny_recipe(tmp_path: Path, tiny_qwen25: Path):
-    """Factory: a recipe on the tiny Qwen2.5 checkpoint and a small chat file; returns the recipe path."""
+    """Factory: a recipe on the tiny Qwen2.5 checkpoint and a small chat file; returns the recipe path.
+
+    fp32 throughout, on every CPU: tests built on it pin losses and compare models to 1e-4 (precision auto is
+    covered by test_precision.py and test_pipeline.py)."""
 
     def make(rows: int = 48, model: Path | None = None) -> Path:
         data = write_jsonl(tmp_path / "data" / "chat.jsonl", chat_rows(rows))
@@ -60,6 +63,7 @@ def tiny_recipe(tmp_path: Path, tiny_qwen25: Path):
             output_dir: {tmp_path / 'runs'}
             model:
               name_or_path: {model or tiny_qwen25}
+              dtype: float32
             data:
               sources:
                 - path: {data}
@@ -69,6 +73,7 @@ def tiny_recipe(tmp_path: Path, tiny_qwen25: Path):
               batch_size: 4
               max_length: 64
               logging_steps: 1
+              mixed_precision: fp32
             eval:
               metrics: [exact_match, json_valid, json_field_accuracy]
               max_new_tokens: 8

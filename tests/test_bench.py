@@ -1,4 +1,5 @@
-"""`make bench`: the FLOP count against torch's own counter, the synthetic rows, and a 1-step run of both rows."""
+"""`make bench`: the FLOP count against torch's own counter, the synthetic rows, the planner-vs-measured comparison,
+and a 1-step run of the three rows."""
 
 from __future__ import annotations
 
@@ -101,46 +102,115 @@ def test_record_appends_one_block_per_run(tmp_path: Path, monkeypatch: pytest.Mo
     info = {"device": "CPU test", "peak_note": "peak x"}
     row = {"method": "lora", "tokens_per_second": 100.0, "step_seconds": 1.0, "peak_memory": 2**30, "mfu": 0.1,
            "dtype": "float32", "settings": {"batch": 4, "packing": True, "grad_accum": 1, "liger": False}}
-    results = [{**row, "side": "tailor"}, {**row, "side": "baseline", "tokens_per_second": 50.0},
+    plan = bench.compare_memory({"weights": 1.1 * 2**30}, 2**30, 2**30)
+    results = [{**row, "side": "tailor", "memory_plan": plan}, {**row, "side": "trl-tuned", "tokens_per_second": 80.0},
+               {**row, "side": "trl-defaults", "tokens_per_second": 50.0},
                {"method": "qlora", "side": "tailor", "error": "out of memory"}]
     bench.record(args, ["--seq", "512"], info, results)
     bench.record(args, ["--seq", "512"], info, results)
     text = Path("BENCHMARKS.md").read_text()
     assert text.count(bench.SECTION) == 1 and text.count("Command: `python -m train.bench --seq 512`") == 2
-    assert "| lora | tailor | float32, packing | 4 | 100 | 1.000 | 1.00 GB | 10.0% | 2.00x |" in text
-    assert "| qlora | tailor | | | failed: out of memory |" in text
+    assert "| MFU | tailor / trl tuned | tailor / trl defaults |" in text
+    assert ("| lora | tailor defaults | float32, packing | 4 | 100 | 1.000 | 1.00 GB (plan +10%) | 10.0% | 1.25x | "
+            "2.00x |") in text
+    assert "| lora | trl tuned by hand | float32, packing | 4 | 80 | 1.000 | 1.00 GB | 10.0% |  |  |" in text
+    assert "| lora | trl defaults | float32, packing | 4 | 50 |" in text
+    assert "| qlora | tailor defaults | | | failed: out of memory | | | | | |" in text
     assert not list(tmp_path.glob(".BENCHMARKS.md.*"))  # the atomic write left no temporary file
 
 
-ROW = re.compile(r"^(lora|qlora)\s+(tailor|baseline)\s+(\d+)\s+([\d,.]+)\s+([\d.]+)\s+([\d,.]+)\s+([\d.]+)GB\s+"
-                 r"([\d.]+)\s+([\d.]+)%", re.M)
+def test_planner_vs_measured_leaves_out_what_the_allocator_does_not_see() -> None:
+    """max_memory_allocated counts neither the CUDA context, NCCL's buffers nor the allocator's slack; reserved
+    counts the slack."""
+    gib = 2**30
+    plan = {"weights": 14 * gib, "activations": 10 * gib, "allocator fragmentation": 1 * gib,
+            "CUDA context": 0.75 * gib, "NCCL buffers": 0.5 * gib}
+    result = bench.compare_memory(plan, allocated=20 * gib, reserved=25 * gib)
+    assert result["planned_total"] == pytest.approx(26.25 * gib)
+    assert result["planned_allocated"] == pytest.approx(24 * gib)
+    assert result["error_allocated"] == pytest.approx(0.2) and result["within_goal"] == 0.0
+    assert result["planned_reserved"] == pytest.approx(25 * gib) and result["error_reserved"] == pytest.approx(0.0)
+    close = bench.compare_memory(plan, allocated=25 * gib, reserved=26 * gib)
+    assert close["error_allocated"] == pytest.approx(-0.04) and close["within_goal"] == 1.0
+    assert "(-4.0%)" in bench.format_memory_plan(close) and "goal within 15%: yes" in bench.format_memory_plan(close)
 
 
-def test_one_step_bench_prints_both_rows_and_ratio(tiny_qwen25: Path, tmp_path: Path, capsys,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole bench at 1 step, each row in its own process, on the tiny Qwen2.5: nothing is recorded."""
+ROW = re.compile(r"^(lora|qlora)\s+(tailor|trl-tuned|trl-defaults)\s+(\d+)\s+([\d,.]+)\s+([\d.]+)\s+([\d,.]+)\s+"
+                 r"([\d.]+)GB\s+([\d.]+)\s+([\d.]+)%", re.M)
+
+
+def test_one_step_bench_prints_three_rows_and_ratios(tiny_qwen25: Path, tmp_path: Path, capsys,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole bench at 1 step, all rows in this process, on the tiny Qwen2.5: nothing is recorded."""
+    from tailor.precision import resolve_precision
+
     monkeypatch.chdir(tmp_path)  # BENCHMARKS.md would be written here
     monkeypatch.setenv("TAILOR_TINY_MODELS_DIR", str(tiny_qwen25.parent))
-    results = bench.main(["--model", "test", "--seq", "128", "--steps", "1", "--warmup", "0", "--no-record",
-                          "--in-process"])
+    results = bench.main(["--model", "test", "--seq", "64", "--steps", "1", "--warmup", "0", "--no-record",
+                          "--in-process", "--json", str(tmp_path / "bench.json")])
     out = capsys.readouterr().out
     rows = ROW.findall(out)
-    assert sorted((m, s) for m, s, *_ in rows) == sorted(
-        [("lora", "tailor"), ("lora", "baseline"), ("qlora", "tailor"), ("qlora", "baseline")]), out
+    native_bf16 = resolve_precision("auto").name == "bf16"
+    # trl's defaults autocast to bf16: on a CPU without native bf16 that row is left out, saying why
+    sides = ("tailor", "trl-tuned", "trl-defaults") if native_bf16 else ("tailor", "trl-tuned")
+    assert ("trl-defaults: not run: trl's default bf16 autocast" in out) != native_bf16, out
+    assert sorted((m, s) for m, s, *_ in rows) == sorted((m, s) for m in ("lora", "qlora") for s in sides), out
     for *_, tokens_per_step, step, tokens_per_second, memory, gflop, mfu in rows:
         values = [float(v.replace(",", "")) for v in (tokens_per_step, step, tokens_per_second, memory, gflop, mfu)]
         assert all(math.isfinite(v) and v > 0 for v in values), out
-    ratios = re.findall(r"^(lora|qlora)\s+ratio tailor/baseline tokens/s: ([\d.]+)x$", out, re.M)
-    assert [m for m, _ in ratios] == ["lora", "qlora"] and all(float(r) > 0 for _, r in ratios), out
+    ratios = re.findall(r"^(lora|qlora)\s+ratio tokens/s tailor/trl-tuned: ([\d.]+)x(?:, tailor/trl-defaults: "
+                        r"([\d.]+)x)?$", out, re.M)
+    assert [m for m, *_ in ratios] == ["lora", "qlora"], out
+    assert all(float(v) > 0 for _, *r in ratios for v in r if v or native_bf16), out
     assert all(math.isfinite(r["loss"]) for r in results)
-    tailor = next(r for r in results if r["side"] == "tailor" and r["method"] == "lora")
-    baseline = next(r for r in results if r["side"] == "baseline" and r["method"] == "lora")
-    assert baseline["settings"]["gradient_checkpointing"] and baseline["settings"]["batch"] == 8  # trl defaults
-    assert baseline["flops_per_token"]["recompute"] > 0
-    # tailor's CPU LM-head compaction is on for its rows and never leaks into a baseline row run after it
+    assert json.loads((tmp_path / "bench.json").read_text())["results"] == results
+    expected = {"bfloat16" if resolve_precision("auto").name == "bf16" else "float32"}
+    for method in ("lora", "qlora"):
+        side = {r["side"]: r for r in results if r["method"] == method}
+        tailor, tuned, defaults = side["tailor"], side["trl-tuned"], side.get("trl-defaults")
+        if defaults is not None:  # trl defaults: checkpointing, padded batches of 8
+            assert defaults["settings"]["gradient_checkpointing"] and defaults["settings"]["batch"] == 8
+            assert not defaults["settings"]["packing"] and defaults["flops_per_token"]["recompute"] > 0
+        # tuned by hand: packing (padding-free), no checkpointing, tailor's precision, optimizer and micro batch
+        assert tuned["settings"]["packing"] and tuned["settings"]["padding_free"]
+        assert not tuned["settings"]["gradient_checkpointing"] and tuned["flops_per_token"]["recompute"] == 0
+        assert {tuned["dtype"], tailor["dtype"]} == expected
+        for key in ("bf16", "fp16", "optim", "batch", "grad_accum", "liger", "attn"):
+            assert tuned["settings"][key] == tailor["settings"][key], key
+        assert (tailor["flops_per_token"]["recompute"] > 0) == tailor["settings"]["gradient_checkpointing"]
+    # tailor's CPU LM-head compaction is on for its rows only and never leaks into a trl row run after it
     assert [r["settings"]["compact_lm_head"] for r in results] == [r["side"] == "tailor" for r in results]
-    assert (tailor["flops_per_token"]["recompute"] > 0) == tailor["settings"]["gradient_checkpointing"]
     assert not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def test_train_run_is_a_prepared_run_for_python_m_train(tiny_qwen25: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--train-run` (the GPU check's DDP phase) writes a recipe, its overrides and prepared rows that the launcher
+    accepts as they are."""
+    import shlex
+
+    from data_prep.prepare import check_prepared_data
+    from tailor.recipe import load_recipe
+    from tailor.runs import run_paths
+
+    monkeypatch.setenv("TAILOR_TINY_MODELS_DIR", str(tiny_qwen25.parent))
+    args = bench.parse_args(["--model", "test", "--seq", "64", "--warmup", "0", "--steps", "3", "--train-run",
+                             str(tmp_path / "ddp"), "--set", "training.grad_accum=2"])
+    recipe_file, *overrides = shlex.split(bench.write_train_run(args, args.train_run).read_text())
+    recipe = load_recipe(recipe_file, overrides)
+    assert (recipe.name, recipe.training.max_steps, recipe.training.max_length) == ("bench-train", 3, 64)
+    assert recipe.training.grad_accum == 2 and recipe.tracking.mode == "disabled"
+    assert check_prepared_data(recipe, run_paths(recipe))["synthetic"]
+
+
+def test_gpu_check_script_parses() -> None:
+    """bench/gpu_check.sh is valid bash (its CPU run: `bash bench/gpu_check.sh --cpu-smoke`, a few minutes)."""
+    import subprocess
+
+    script = ARCH.parents[1] / "bench" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    usage = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "--cpu-smoke" in usage.stdout and "pip download" in usage.stdout
 
 
 def test_gpu_rows_take_the_planners_micro_batch(tmp_path: Path) -> None:
@@ -165,6 +235,13 @@ def test_gpu_rows_take_the_planners_micro_batch(tmp_path: Path) -> None:
     setup = recipe_setup(recipe, 1, "single", lora_params, targets)
     fits = lambda b: estimate(arch, replace(setup, micro_batch=b)).total <= usable_bytes(80)  # noqa: E731
     assert 1 <= batch < recipe.training.batch_size and fits(batch) and not fits(batch + 1)
+    # the memory each GPU row is checked against: the same plan for tailor and trl-tuned, none for trl's defaults
+    planned = load_recipe(bench.bench_recipe_file(tmp_path, model_dir, tmp_path / "rows.parquet"),
+                          [*bench.row_overrides(spec), f"training.batch_size={batch}"])
+    tailor, tuned = (bench.planned_memory(planned, side, 80) for side in ("tailor", "trl-tuned"))
+    assert tailor == tuned and sum(tailor.values()) == pytest.approx(estimate(arch, replace(setup, micro_batch=batch))
+                                                                     .total)
+    assert bench.planned_memory(planned, "trl-defaults", 80) is None
     # nothing fits a 24 GB card without checkpointing: the recipe's own batch, and the row reports the OOM
     assert bench.planned_micro_batch(recipe, 24) == recipe.training.batch_size
 

@@ -32,6 +32,7 @@ def test_auto_strategy_is_single_for_one_process_and_ddp_for_more(recipe) -> Non
 
 @pytest.mark.parametrize(("strategy", "gpus", "visible", "overrides", "reason"), [
     ("ddp", 8, 2, [], "only 2 GPU\\(s\\) are visible on this node; use GPUS=2"),
+    ("ddp", 2, 1, [], "GPUS=2 but only 1 GPU\\(s\\) are visible on this node; use GPUS=1"),
     ("single", 2, 0, [], "STRATEGY=single runs one process"),
     ("zero3", 2, 0, [], "needs CUDA GPUs and none is visible; on CPU use STRATEGY=ddp or STRATEGY=fsdp"),
     ("zero2", 2, 2, ["training.optim=paged_adamw_8bit"], "paged optimizer"),
@@ -49,6 +50,23 @@ def test_multi_node_needs_the_rendezvous_address(recipe) -> None:
     with pytest.raises(TailorError, match="--main-ip"):
         check_launch(recipe, Launch("ddp", 8, nodes=2), gpus_visible=8)
     check_launch(recipe, Launch("ddp", 8, nodes=2, node_rank=1, main_ip="10.0.0.1"), gpus_visible=8)
+    with pytest.raises(TailorError, match="--node-rank 2: NODES=2 are numbered 0 to 1"):
+        check_launch(recipe, Launch("ddp", 8, nodes=2, node_rank=2, main_ip="10.0.0.1"), gpus_visible=8)
+    with pytest.raises(TailorError, match="--node-rank 1"):  # a stray --node-rank would skip the run-folder lock
+        check_launch(recipe, Launch("single", 1, node_rank=1), gpus_visible=0)
+
+
+def test_other_nodes_render_their_own_profile_and_join_node_0s_lock(recipe) -> None:
+    """Node 0 writes the recorded launch/accelerate.yaml and runs train.run (inheriting its launcher's run-folder
+    lock); node R writes accelerate.nodeR.yaml and runs train.launch, which takes no lock (node 0's covers the job)."""
+    first = Launch("ddp", 1, nodes=2, node_rank=0, main_ip="127.0.0.1")
+    other = Launch("ddp", 1, nodes=2, node_rank=1, main_ip="127.0.0.1")
+    profiles = [render_profile(launch, run_paths(recipe)) for launch in (first, other)]
+    assert [p.name for p in profiles] == ["accelerate.yaml", "accelerate.node1.yaml"]
+    assert profiles[0].read_text() == profiles[1].read_text()
+    commands = [launch_command(launch, profile, 0, "r.yaml", []) for launch, profile in zip((first, other), profiles)]
+    assert commands[0][-3:] == ["-m", "train.run", "r.yaml"] and commands[1][-3:] == ["-m", "train.launch", "r.yaml"]
+    assert "--cpu" not in commands[1]  # several processes: torchrun's rendezvous, gloo without GPUs
 
 
 def test_refusal_happens_before_any_model_is_loaded(tiny_recipe) -> None:

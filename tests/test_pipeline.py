@@ -74,6 +74,14 @@ def test_stages_write_run_folder(pipeline) -> None:
     predictions = [json.loads(line) for line in paths.predictions.read_text().splitlines()]
     assert len(predictions) == results["rows"] and {"base", "tuned", "reference", "tuned_scores"} <= set(predictions[0])
     assert "metric" in outputs["eval"] and "base" in outputs["eval"] and "delta" in outputs["eval"]
+    # precision auto: the device's choice, printed once and recorded with its reason
+    from tailor.precision import device_precision
+
+    chosen = device_precision()
+    assert record["train"]["precision"]["name"] == chosen.name and record["train"]["precision"]["reason"]
+    assert outputs["train"].count("train: precision ") == 1
+    assert record["eval"]["precision"]["dtype"] == {"bf16": "bfloat16", "fp32": "float32"}[chosen.name]
+    assert results["precision"]["dtype"] == record["eval"]["precision"]["dtype"]
 
 
 def test_wandb_offline_runs_hold_train_loss_and_eval_metrics(pipeline) -> None:
@@ -94,6 +102,7 @@ def test_wandb_offline_runs_hold_train_loss_and_eval_metrics(pipeline) -> None:
     # tracking.log_samples is off: no row text reaches the W&B files of any stage
     wandb_bytes = b"".join(p.read_bytes() for p in (run_paths(recipe).root / "wandb").rglob("*") if p.is_file())
     assert b"Say the number 7 as JSON." not in wandb_bytes
+    assert runs["e2e-train"]["config"]["precision"]["name"] in ("bf16", "fp32")
     config = runs["e2e-eval"]["config"]
     assert config["recipe"]["name"] == "e2e" and len(config["recipe_hash"]) == 64 and config["stage"] == "eval"
 

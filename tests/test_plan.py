@@ -128,6 +128,42 @@ def test_recipe_that_does_not_fit_is_refused_with_fixes() -> None:
     assert check_fits(load_recipe(REPO / "recipes" / "qwen2.5-7b-qlora.yaml"), 1, 24).fits
 
 
+@pytest.mark.parametrize("over", [0.9, 1.2, 1.4])
+def test_launch_memory_check_is_silent_warns_or_refuses_by_margin(over: float, capsys) -> None:
+    """The planner is not validated on GPUs yet: up to REFUSE_FACTOR x the usable memory it warns, above it refuses."""
+    from train.__main__ import _check_memory
+    from train.launch import Launch
+    from train.plan import REFUSE_FACTOR, make_plan
+
+    recipe = load_recipe(REPO / "recipes" / "qwen2.5-7b-lora.yaml")
+    needed = make_plan(recipe, 1, 80).estimate.total  # the estimate does not depend on the card
+    gpu_mem_gb = needed / (over * memory.usable_bytes(1.0))  # a card the estimate overshoots `over` times
+    if over > REFUSE_FACTOR:
+        with pytest.raises(TailorError) as err:
+            _check_memory(recipe, Launch("single", 1), gpu_mem_gb)
+        message = str(err.value)
+        assert "will not fit" in message and f"{over:.2f}x" in message and f"{REFUSE_FACTOR:g}x margin" in message
+        assert "--no-memory-check" in message and "TAILOR_NO_MEMORY_CHECK=1" in message
+        return
+    _check_memory(recipe, Launch("single", 1), gpu_mem_gb)
+    warning = capsys.readouterr().err
+    if over < 1:
+        assert warning == ""
+    else:
+        assert warning.startswith("warning: recipe") and "may not fit in GPU memory" in warning
+        assert f"{needed / memory.GiB:.1f} GiB per device needed" in warning and f"{over:.2f}x" in warning
+        assert "lower training.batch_size to" in warning  # the plan's fixes
+
+
+def test_no_memory_check_flag_and_environment(monkeypatch) -> None:
+    from train.__main__ import build_parser
+
+    assert not build_parser().parse_args(["r.yaml"]).no_memory_check
+    assert build_parser().parse_args(["r.yaml", "--no-memory-check"]).no_memory_check
+    monkeypatch.setenv("TAILOR_NO_MEMORY_CHECK", "1")
+    assert build_parser().parse_args(["r.yaml"]).no_memory_check
+
+
 def test_unknown_hub_model_asks_for_arch(tmp_path: Path) -> None:
     from train.plan import make_plan
 

@@ -5,6 +5,9 @@ does not fit the machine. The training processes run in their own process group;
 launcher (what schedulers send before preemption) become a STOP request that the processes honour at the next step
 end, saving a checkpoint and exiting with code 75. A failed multi-process run is explained from the per-rank
 heartbeats: the rank that stopped making progress is named.
+
+Multi-node: every node runs this launcher on the same (shared) run folder. Node 0's holds the run-folder lock and
+alone clears leftover STOP/PREEMPTED files; the other nodes' launchers only start their own processes.
 """
 
 from __future__ import annotations
@@ -38,9 +41,12 @@ def child_env(launch: Launch, gpus_visible: int, launch_dir: Path) -> dict[str, 
     return env
 
 
-def run_launch(command: list[str], env: dict[str, str], stop_file: Path) -> int:
-    """Run the launcher in its own process group; SIGTERM/SIGUSR1 here -> STOP file; Ctrl-C -> forwarded."""
-    stop_file.unlink(missing_ok=True)
+def run_launch(command: list[str], env: dict[str, str], stop_file: Path, clear: bool = True) -> int:
+    """Run the launcher in its own process group; SIGTERM/SIGUSR1 here -> STOP file; Ctrl-C -> forwarded.
+
+    `clear` first removes a STOP file left from an earlier run (node 0 only: it may be another node's request)."""
+    if clear:
+        stop_file.unlink(missing_ok=True)
     child = subprocess.Popen(command, env=env, start_new_session=True)
 
     def request_stop(signum, frame) -> None:
@@ -79,6 +85,7 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
 
     from data_prep.prepare import check_prepared_data
     from tailor.models import check_target_modules
+    from tailor.precision import resolve_precision
     from tailor.runs import run_paths
 
     paths = run_paths(recipe)
@@ -87,17 +94,22 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
     launch = launch_from_args(recipe, args)
     check_launch(recipe, launch, visible)
     check_target_modules(recipe.model, recipe.peft.target_modules)
-    if visible:
-        _check_memory(recipe, launch, visible)
+    # refuses fp16 on a CPU and warns (once, here) when bf16 is forced on a device without native bf16
+    resolve_precision(recipe.training.mixed_precision)
+    if visible and not args.no_memory_check:
+        _check_memory(recipe, launch, torch.cuda.get_device_properties(0).total_memory / 2**30)
     profile = render_profile(launch, paths)
     command = launch_command(launch, profile, visible, args.recipe, args.overrides)
     print("+ " + " ".join(command), flush=True)
     launch_dir = paths.root / "launch"
     preempted = launch_dir / "PREEMPTED"
-    preempted.unlink(missing_ok=True)
-    code = run_launch(command, child_env(launch, visible, launch_dir), launch_dir / "STOP")
+    first = launch.node_rank == 0  # the other nodes' launchers leave the shared STOP/PREEMPTED files to node 0
+    if first:
+        preempted.unlink(missing_ok=True)
+    code = run_launch(command, child_env(launch, visible, launch_dir), launch_dir / "STOP", clear=first)
     if preempted.exists():  # the workers exit 0 so that accelerate/torchrun print no failure
-        preempted.unlink()
+        if first:
+            preempted.unlink()
         print(f"train: preempted; checkpoint saved. Exit code {PREEMPTED_EXIT_CODE}: run the same command to resume.")
         sys.exit(PREEMPTED_EXIT_CODE)
     if code:
@@ -105,19 +117,17 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
         sys.exit(code if code > 0 else 1)
 
 
-def _check_memory(recipe: Recipe, launch: Launch, visible: int) -> None:
-    """On GPU machines, refuse a recipe the memory planner says will not fit (before loading anything)."""
+def _check_memory(recipe: Recipe, launch: Launch, gpu_mem_gb: float) -> None:
+    """On GPU machines, before loading anything: refuse a recipe the memory planner puts far over GPU memory, warn
+    when it is a little over (`train.plan.check_fits`; `--no-memory-check` skips this)."""
     try:
         from train.plan import check_fits
     except ImportError:
         return
-    import torch
-
-    gpu_mem_gb = torch.cuda.get_device_properties(0).total_memory / 2**30
     check_fits(recipe, launch.world_size, gpu_mem_gb, launch.strategy)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = recipe_parser("Fine-tune an adapter with accelerate launch.")
     parser.add_argument("--gpus", type=int, default=int(os.environ.get("GPUS") or 1),
                         help="processes per node (GPUs; CPU processes when no GPU is present)")
@@ -127,7 +137,17 @@ def main() -> None:
     parser.add_argument("--node-rank", type=int, default=0, help="this node's rank (0 = the rendezvous node)")
     parser.add_argument("--main-ip", default=None, help="address of node 0 (multi-node)")
     parser.add_argument("--main-port", type=int, default=29500)
-    run_cli(stage, parser)
+    parser.add_argument("--no-memory-check", action="store_true",
+                        default=os.environ.get("TAILOR_NO_MEMORY_CHECK") == "1",
+                        help="skip the memory planner's check on GPUs (also TAILOR_NO_MEMORY_CHECK=1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    # node 0's launcher holds the run-folder lock for the whole job; the other nodes join it (train.launch.node_worker)
+    node_rank = parser.parse_known_args(argv)[0].node_rank
+    run_cli(stage, parser, argv, lock=node_rank == 0)
 
 
 if __name__ == "__main__":

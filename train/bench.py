@@ -1,26 +1,32 @@
-"""`make bench`: training throughput of tailor's defaults vs a plain trl baseline, LoRA and QLoRA, same run.
+"""`make bench`: training throughput of tailor's defaults vs plain trl tuned by hand and trl's defaults, same run.
 
     python -m train.bench [--model tiny|test|qwen2.5-0.5b|qwen2.5-7b|qwen3-8b] [--seq N] [--steps N]
                           [--warmup N] [--methods lora qlora] [--batch N] [--set key=value ...] [--no-record]
 
-Both rows train the same adapter (the recipe's peft section: r 16, alpha 32, all linear layers) for a fixed number
+All rows train the same adapter (the recipe's peft section: r 16, alpha 32, all linear layers) for a fixed number
 of steps on the same synthetic token rows: lengths from a seeded log-normal (median seq/8, sigma 1) clipped to
 [64, seq], random token ids, the loss on the second half of each row (the "assistant" part).
 
 - tailor: a recipe with tailor's defaults (plus `--set` overrides), trainer built by `train.run.build_trainer`,
   exactly as `make train` builds it (the synthetic rows are written as the run's prepared data). On a GPU its
-  micro batch is the largest the memory planner says fits (`--batch` sets both rows instead).
-- baseline: what a plain trl script does: `AutoModelForCausalLM.from_pretrained` (+ the usual NF4
-  `BitsAndBytesConfig` for QLoRA), peft `LoraConfig` with the same adapter, `SFTTrainer` with trl's default
-  `SFTConfig` (no packing, no Liger, trl's default gradient checkpointing, per-row padding, micro batch 8); only
-  the output folder, max_steps, max_length = seq and the CPU switch are set.
+  micro batch is the largest the memory planner says fits (`--batch` sets it instead).
+- trl-tuned: plain trl (`from_pretrained`, peft `LoraConfig` with the same adapter, `SFTTrainer`) with the switches
+  a competent user sets by hand, like for like with the tailor row: packing (trl's BFD, padding-free), gradient
+  checkpointing as the tailor row (off by default), the same precision (`tailor.precision`: bf16/fp16 autocast, the
+  same weights and NF4 compute dtype), optimizer, Liger choice, micro batch, grad accum and max_length, sdpa
+  attention. What is left between the two is tailor's own: `compact_lm_head` on CPUs (trl compacts the LM head
+  itself on GPUs, with Triton), shown in the settings column.
+- trl-defaults: what a plain trl script gets without tuning: trl's default `SFTConfig` (no packing, no Liger,
+  gradient checkpointing on, bf16 autocast, per-row padding, micro batch 8); only the output folder, max_steps,
+  max_length = seq and the CPU switch are set.
 
 Each row runs in its own process (peak memory per row, no kernel patch leaking into the next row). Reported:
 trained tokens/s (non-padding input tokens, after the warmup steps), median step time, peak memory
-(torch.cuda.max_memory_allocated on GPUs, peak RSS of the process on CPU), MFU (FLOP count in train/flops.py,
-over the GPU's bf16 peak from a table, or over this CPU's measured matrix-product peak), and tailor/baseline.
-Models have random weights from tailor/arch_configs/*.json (throughput does not depend on the weights), built once
-into .cache/bench-models/. Results append to BENCHMARKS.md unless --no-record.
+(torch.cuda.max_memory_allocated on GPUs, with the memory planner's estimate beside it; peak RSS of the process on
+CPU), MFU (FLOP count in train/flops.py, over the GPU's bf16 peak from a table, or over this CPU's measured
+matrix-product peak), and tailor/trl-tuned and tailor/trl-defaults. Models have random weights from
+tailor/arch_configs/*.json (throughput does not depend on the weights), built once into .cache/bench-models/.
+Results append to BENCHMARKS.md unless --no-record.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from tailor.benchmarks import add_to_section
 from tailor.errors import TailorError
@@ -47,9 +53,16 @@ from train.flops import effective_length, flops_per_token, gpu_peak_flops, measu
 ARCH_DIR = Path(__file__).resolve().parents[1] / "tailor" / "arch_configs"
 BENCHMARKS = Path("BENCHMARKS.md")
 SECTION = "Training throughput: tailor vs plain trl (`make bench`)"
-INTRO = ("Same adapter, same synthetic rows; tailor = the recipe defaults built by train.run.build_trainer, baseline = "
-         "plain trl SFTTrainer defaults. tokens/s = non-padding input tokens after the warmup steps; MFU with the FLOP "
-         "count of train/flops.py (docs/benchmarking.md).")
+INTRO = ("Same adapter, same synthetic rows. Rows: **tailor defaults** = the recipe defaults built by "
+         "train.run.build_trainer; **trl tuned by hand** = plain trl SFTTrainer with packing (BFD, padding-free), "
+         "no gradient checkpointing, the same precision, optimizer, micro batch, grad accum and max_length as the "
+         "tailor row, sdpa (what tailor adds on top is its settings column's difference: compact_lm_head on CPUs); "
+         "**trl defaults** = plain trl SFTTrainer with its default SFTConfig. tokens/s = non-padding input tokens "
+         "after the warmup steps; MFU with the FLOP count of train/flops.py; on GPUs the peak memory cell also gives "
+         "the memory planner's error (docs/benchmarking.md).")
+SIDES = ("tailor", "trl-tuned", "trl-defaults")
+LABELS = {"tailor": "tailor defaults", "trl-tuned": "trl tuned by hand", "trl-defaults": "trl defaults"}
+MEMORY_GOAL = 0.15  # the planner should be within 15% of the measured peak (docs/memory-planner.md)
 TOKEN_ID_LIMIT = 151643  # ordinary BPE ids of the Qwen tokenizer: no special or pad token among the random rows
 
 # A small Qwen2 for CPU runs: big enough that matrix products, not Python overhead, take the time; real vocabulary.
@@ -182,21 +195,28 @@ def row_overrides(spec: dict[str, Any]) -> list[str]:
             "training.warmup_ratio=0", *batch, *spec["overrides"]]
 
 
-def tailor_trainer(spec: dict[str, Any]) -> Any:
+def tailor_recipe(spec: dict[str, Any], plan: bool = True) -> Any:
+    """The tailor row's recipe; on a GPU without --batch (and `plan`), with the micro batch the memory planner
+    chooses."""
+    import torch
+
+    from tailor.recipe import load_recipe
+
+    recipe = load_recipe(spec["recipe"], row_overrides(spec))
+    if plan and not spec.get("batch") and torch.cuda.is_available():
+        batch = planned_micro_batch(recipe, torch.cuda.get_device_properties(0).total_memory / 2**30)
+        recipe = load_recipe(spec["recipe"], [*row_overrides(spec), f"training.batch_size={batch}"])
+    return recipe
+
+
+def tailor_trainer(spec: dict[str, Any], recipe: Any) -> Any:
     """tailor's trainer, built by train.run.build_trainer from a recipe whose prepared data are the bench rows."""
     import shutil
 
-    import torch
-
     from data_prep.prepare import data_hash
-    from tailor.recipe import load_recipe
     from tailor.runs import run_paths
     from train.run import build_trainer
 
-    recipe = load_recipe(spec["recipe"], row_overrides(spec))
-    if not spec.get("batch") and torch.cuda.is_available():
-        batch = planned_micro_batch(recipe, torch.cuda.get_device_properties(0).total_memory / 2**30)
-        recipe = load_recipe(spec["recipe"], [*row_overrides(spec), f"training.batch_size={batch}"])
     paths = run_paths(recipe)
     paths.data_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(spec["data"], paths.train_data)
@@ -215,19 +235,59 @@ def planned_micro_batch(recipe: Any, gpu_mem_gib: float) -> int:
     return plan.max_micro_batch or recipe.training.batch_size
 
 
-def baseline_trainer(spec: dict[str, Any]) -> Any:
-    """A plain trl script: from_pretrained, LoraConfig (same adapter), SFTTrainer with trl's default SFTConfig."""
+def trl_tuned_trainer(spec: dict[str, Any], recipe: Any) -> Any:
+    """Plain trl tuned by hand, like for like with the tailor row's recipe: packing (BFD, padding-free), its
+    gradient checkpointing (off by default), precision, weights and NF4 compute dtype, optimizer, Liger choice,
+    micro batch, grad accum and max_length; sdpa attention. Not tailor's CPU LM-head compaction."""
     import torch
-    from datasets import load_dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
-    from tailor.recipe import load_recipe
+    from tailor.models import resolve_dtype
+    from tailor.precision import resolve_precision
+    from train import lm_head
+    from train.config import optimizer_name, use_liger
+
+    lm_head.disable()  # trl's own LM-head rule, also after a tailor row in this process (--in-process)
+    t, peft = recipe.training, recipe.peft
+    gpu = torch.cuda.is_available()
+    precision = resolve_precision(t.mixed_precision).name  # what the tailor row trains in
+    dtype = resolve_dtype(recipe.model)  # its weights: the precision's dtype on GPUs, float32 under autocast on CPUs
+    kwargs: dict[str, Any] = {}
+    if peft.method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
+        if gpu:
+            kwargs["device_map"] = {"": 0}
+    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=dtype, attn_implementation="sdpa",
+                                                 **kwargs)
+    args = SFTConfig(output_dir=str(Path(spec["workdir"]) / "trl-tuned"), max_steps=spec["warmup"] + spec["steps"],
+                     max_length=t.max_length, per_device_train_batch_size=t.batch_size,
+                     gradient_accumulation_steps=t.grad_accum, packing=True,
+                     gradient_checkpointing=t.gradient_checkpointing,
+                     gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+                     bf16=precision == "bf16", fp16=precision == "fp16", optim=optimizer_name(recipe, on_gpu=gpu),
+                     use_liger_kernel=use_liger(recipe, on_gpu=gpu), use_cpu=not gpu, report_to="none",
+                     save_strategy="no", include_num_input_tokens_seen="non_padding", disable_tqdm=True)
+    lora = LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout, target_modules=peft.target_modules,
+                      use_rslora=peft.use_rslora, use_dora=peft.use_dora, bias="none", task_type="CAUSAL_LM")
+    return SFTTrainer(model=model, args=args, train_dataset=bench_dataset(spec),
+                      processing_class=AutoTokenizer.from_pretrained(spec["model_dir"]), peft_config=lora)
+
+
+def trl_defaults_trainer(spec: dict[str, Any], recipe: Any) -> Any:
+    """A plain trl script: from_pretrained, LoraConfig (same adapter), SFTTrainer with trl's default SFTConfig."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from trl import SFTConfig, SFTTrainer
+
     from train import lm_head
 
     lm_head.disable()  # trl's own LM-head rule, also after a tailor row in this process (--in-process)
-    peft = load_recipe(spec["recipe"], row_overrides(spec)).peft
+    peft = recipe.peft
     gpu = torch.cuda.is_available()
     kwargs: dict[str, Any] = {}
     if spec["method"] == "qlora":
@@ -237,15 +297,52 @@ def baseline_trainer(spec: dict[str, Any]) -> Any:
         if gpu:
             kwargs["device_map"] = {"": 0}
     model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
-    dataset = load_dataset("parquet", data_files=spec["data"], split="train")
     batch = {"per_device_train_batch_size": spec["batch"]} if spec.get("batch") else {}
-    args = SFTConfig(output_dir=str(Path(spec["workdir"]) / "baseline"), max_steps=spec["warmup"] + spec["steps"],
+    args = SFTConfig(output_dir=str(Path(spec["workdir"]) / "trl-defaults"), max_steps=spec["warmup"] + spec["steps"],
                      max_length=spec["seq"], use_cpu=not gpu, report_to="none", save_strategy="no",
                      include_num_input_tokens_seen="non_padding", disable_tqdm=True, **batch)
     lora = LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout,
                       target_modules=peft.target_modules, task_type="CAUSAL_LM")
-    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    return SFTTrainer(model=model, args=args, train_dataset=bench_dataset(spec),
+                      processing_class=AutoTokenizer.from_pretrained(spec["model_dir"]), peft_config=lora)
+
+
+def bench_dataset(spec: dict[str, Any]) -> Any:
+    from datasets import load_dataset
+
+    return load_dataset("parquet", data_files=spec["data"], split="train")
+
+
+TRAINERS = {"tailor": tailor_trainer, "trl-tuned": trl_tuned_trainer, "trl-defaults": trl_defaults_trainer}
+
+
+def planned_memory(recipe: Any, side: str, gpu_mem_gib: float) -> dict[str, float] | None:
+    """The memory planner's components (bytes) for a GPU row: the tailor row's recipe (trl-tuned: with packing, as
+    it trains); None for trl-defaults, whose padded batches of 8 the recipe does not describe."""
+    from train.plan import make_plan
+
+    if side == "trl-defaults":
+        return None
+    if side == "trl-tuned":
+        recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"packing": True})})
+    return dict(make_plan(recipe, gpus=1, gpu_mem_gb=gpu_mem_gib).estimate.components)
+
+
+def compare_memory(components: Mapping[str, float], allocated: float, reserved: float) -> dict[str, float]:
+    """The planner against the measured peaks. `torch.cuda.max_memory_allocated` sees neither the CUDA context nor
+    NCCL's buffers nor the allocator's slack, so it is compared with the plan less those; `max_memory_reserved`
+    (slack included) with the plan less the context and NCCL. Errors are planned / measured - 1 (> 0: the plan is
+    above the measurement); `within_goal` is 1.0 when the allocated error is within MEMORY_GOAL."""
+    total = float(sum(components.values()))
+    outside = components.get("CUDA context", 0.0) + components.get("NCCL buffers", 0.0)
+    slack = components.get("allocator fragmentation", 0.0)
+    planned_allocated = total - outside - slack
+    planned_reserved = total - outside
+    error = planned_allocated / allocated - 1 if allocated else float("nan")
+    return {"planned_total": total, "planned_allocated": planned_allocated, "measured_allocated": float(allocated),
+            "error_allocated": error, "planned_reserved": planned_reserved, "measured_reserved": float(reserved),
+            "error_reserved": planned_reserved / reserved - 1 if reserved else float("nan"),
+            "within_goal": float(abs(error) <= MEMORY_GOAL)}
 
 
 def make_step_timer(sync: Any) -> Any:
@@ -275,6 +372,7 @@ def trainer_settings(trainer: Any) -> dict[str, Any]:
                 "packing": bool(getattr(args, "packing", False)),
                 "padding_free": bool(getattr(trainer, "padding_free", False)),
                 "gradient_checkpointing": bool(args.gradient_checkpointing), "bf16": bool(args.bf16),
+                "fp16": bool(args.fp16),
                 "optim": str(getattr(args.optim, "value", args.optim)),
                 "liger": bool(getattr(args, "use_liger_kernel", False)), "torch_compile": bool(args.torch_compile),
                 "attn": getattr(config, "_attn_implementation", None),
@@ -290,20 +388,21 @@ def _lm_head_compacts(model: Any) -> bool:
 
 
 def compute_dtype(trainer: Any) -> str:
-    """bfloat16 when the matrix products run in bf16 (autocast, bf16 weights or bf16 NF4 compute), else float32."""
+    """bfloat16 (float16) when the matrix products run in it: autocast, weights or NF4 compute dtype; else float32."""
     import torch
 
     model = trainer.model
     quant = getattr(getattr(model, "config", None), "quantization_config", None)
     quant_dtype = quant.get("bnb_4bit_compute_dtype") if isinstance(quant, dict) else \
         getattr(quant, "bnb_4bit_compute_dtype", None)
-    if trainer.args.bf16 or model.dtype == torch.bfloat16 or str(quant_dtype).endswith("bfloat16"):
-        return "bfloat16"
+    for name, flag in (("bfloat16", trainer.args.bf16), ("float16", trainer.args.fp16)):
+        if flag or model.dtype == getattr(torch, name) or str(quant_dtype).endswith(name):
+            return name
     return "float32"
 
 
 def run_row(spec: dict[str, Any]) -> dict[str, Any]:
-    """Build one trainer (tailor or baseline), train warmup + steps, and measure."""
+    """Build one trainer (tailor, trl-tuned or trl-defaults), train warmup + steps, and measure."""
     import resource
 
     import torch
@@ -311,7 +410,8 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     gpu = torch.cuda.is_available()
     sync = torch.cuda.synchronize if gpu else (lambda: None)
     result: dict[str, Any] = {"side": spec["side"], "method": spec["method"]}
-    trainer = (tailor_trainer if spec["side"] == "tailor" else baseline_trainer)(spec)
+    recipe = tailor_recipe(spec, plan=spec["side"] != "trl-defaults")
+    trainer = TRAINERS[spec["side"]](spec, recipe)
     result["settings"] = trainer_settings(trainer)
     result["dtype"] = compute_dtype(trainer)
     timer = make_step_timer(sync)
@@ -326,6 +426,15 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     except torch.OutOfMemoryError as err:
         result["error"] = f"out of memory: {str(err).splitlines()[0][:160]}"
         return result
+    if gpu:
+        try:
+            components = planned_memory(recipe, spec["side"],
+                                        torch.cuda.get_device_properties(0).total_memory / 2**30)
+        except TailorError as err:  # the measurement stands without the plan
+            components, result["memory_plan_error"] = None, str(err)
+        if components:
+            result["memory_plan"] = compare_memory(components, torch.cuda.max_memory_allocated(),
+                                                   torch.cuda.max_memory_reserved())
     result["loss"] = float(output.training_loss)
     result["peak_memory"] = (torch.cuda.max_memory_allocated() if gpu
                              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -399,7 +508,8 @@ def device_info() -> dict[str, Any]:
         name = torch.cuda.get_device_name(0)
         measured = measure_matmul_peak("cuda", "bfloat16")
         spec = gpu_peak_flops(name)
-        return {"device": f"{name} (1 GPU)", "peaks": {"bfloat16": spec or measured},
+        peak = spec or measured  # fp16 tensor cores run at the bf16 rate
+        return {"device": f"{name} (1 GPU)", "peaks": {"bfloat16": peak, "float16": peak},
                 "peak_note": (f"bf16 peak {spec / 1e12:.0f} TFLOP/s (data sheet)" if spec else
                               "bf16 peak: not in the table, measured") +
                              f"; measured 8192^3 bf16 matmul {measured / 1e12:.0f} TFLOP/s"}
@@ -423,7 +533,7 @@ def versions() -> str:
 
 
 def defaults_for(gpu: bool) -> dict[str, Any]:
-    """CPU: the small model, short rows, few steps (under 5 minutes on 2 cores); GPU: the issue's 7B at 4096."""
+    """CPU: the small model, short rows, few steps (under a minute per row on 2 cores); GPU: the issue's 7B at 4096."""
     if gpu:
         return {"model": "qwen2.5-7b", "seq": 4096, "steps": 20, "warmup": 3}
     return {"model": "tiny", "seq": 384, "steps": 6, "warmup": 1}
@@ -437,20 +547,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="measured optimizer steps per row (CPU 6, GPU 20)")
     parser.add_argument("--warmup", type=int, help="steps run before measuring (CPU 1, GPU 3)")
     parser.add_argument("--methods", nargs="+", choices=["lora", "qlora"], default=["lora", "qlora"])
-    parser.add_argument("--sides", nargs="+", choices=["tailor", "baseline"], default=["tailor", "baseline"],
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--batch", type=int, help="micro batch for both rows (default: each side's own default)")
+    parser.add_argument("--sides", nargs="+", choices=[*SIDES, "baseline"], default=list(SIDES),
+                        help="rows to run (default: all three; baseline = trl-defaults)")
+    parser.add_argument("--batch", type=int, help="micro batch for every row (default: each side's own default)")
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="recipe overrides for the tailor rows, e.g. training.packing=true")
+                        help="recipe overrides for the tailor row, e.g. training.packing=false (the trl-tuned row "
+                        "follows its micro batch, grad accum, max_length, checkpointing, precision and adapter)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    parser.add_argument("--benchmarks", type=Path, default=BENCHMARKS, metavar="FILE",
+                        help="the file results are appended to (default BENCHMARKS.md)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the device, settings and results "
+                        "to FILE")
     parser.add_argument("--in-process", action="store_true", help="run the rows in this process (debugging; "
                         "peak memory is then cumulative)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="run under torch.profiler, write the top "
                         "operators of each row to DIR/<side>-<method>.txt")
     parser.add_argument("--tokenizers-only", action="store_true", help="save the Qwen2.5 and Qwen3 tokenizers "
                         "into .cache/bench-models/tokenizers (to carry to a GPU machine) and exit")
+    parser.add_argument("--train-run", type=Path, metavar="DIR", help="write a run of the bench rows that "
+                        "`python -m train` trains (tailor defaults, --set, --steps + --warmup steps, the planner's "
+                        "micro batch for all visible GPUs) under DIR, its arguments to DIR/train-args.txt, and exit")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.sides = list(dict.fromkeys("trl-defaults" if s == "baseline" else s for s in args.sides))
+    return args
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -466,10 +586,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             print(ensure_bench_tokenizer(family))
         return []
     try:
+        if args.train_run:
+            print(write_train_run(args, args.train_run))
+            return []
         return bench(args, argv if argv is not None else sys.argv[1:])
     except TailorError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def apply_defaults(args: argparse.Namespace, gpu: bool) -> None:
+    for key, value in defaults_for(gpu).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.seq < 64 or args.steps < 1 or args.warmup < 0:
+        raise TailorError("--seq must be at least 64, --steps at least 1, --warmup at least 0.")
 
 
 def bench(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
@@ -478,11 +609,7 @@ def bench(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
     from tailor.recipe import load_recipe
 
     gpu = torch.cuda.is_available()
-    for key, value in defaults_for(gpu).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.seq < 64 or args.steps < 1 or args.warmup < 0:
-        raise TailorError("--seq must be at least 64, --steps at least 1, --warmup at least 0.")
+    apply_defaults(args, gpu)
     model_dir = ensure_bench_model(args.model)
     info = device_info()
     with tempfile.TemporaryDirectory(prefix="tailor-bench-") as tmp:
@@ -494,26 +621,90 @@ def bench(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
                      "batch": args.batch, "overrides": args.overrides, "peaks": info["peaks"],
                      "profile": str(args.profile.resolve()) if args.profile else None}
         recipe = load_recipe(recipe_file, row_overrides({**base_spec, "method": "lora"}))  # fail early on typos
-        biggest_batch = max(args.batch or 0, recipe.training.batch_size, 8)
-        probe = synthetic_lengths(4096, args.seq)
-        lengths = synthetic_lengths(rows_needed(args.warmup + args.steps, biggest_batch, args.seq,
-                                                sum(probe) / len(probe)), args.seq)
+        # enough rows for the largest micro batch (trl's default 8; the planner's on a GPU) at every step
+        biggest_batch = max(args.batch or 0, recipe.training.batch_size, 16 if gpu else 8)
+        lengths = bench_lengths((args.warmup + args.steps) * recipe.training.grad_accum, biggest_batch, args.seq)
         write_rows(data, lengths)
         base_spec["doc_length"] = effective_length(lengths)
         base_spec["loss_fraction"] = sum(n - n // 2 for n in lengths) / sum(lengths)
         print(header(args, model_dir, info, lengths, base_spec), flush=True)
+        sides = runnable_sides(args.sides, gpu)
         results = []
         for method in args.methods:
-            for side in args.sides:
+            for side in sides:
                 spec = {**base_spec, "side": side, "method": method,
                         "result": str(workdir / f"{side}-{method}.result.json")}
                 result = run_row(spec) if args.in_process else run_isolated(spec, workdir)
                 results.append(result)
                 print(format_row(result), flush=True)
             print(format_ratio(results, method), flush=True)
+    if args.json:
+        atomic_write_json(args.json, {"model": args.model, "seq": args.seq, "steps": args.steps,
+                                      "warmup": args.warmup, "device": info["device"], "peak_note": info["peak_note"],
+                                      "versions": versions(), "results": results})
     if not args.no_record:
         record(args, argv, info, results)
     return results
+
+
+def runnable_sides(sides: list[str], gpu: bool) -> list[str]:
+    """The rows to run. trl's defaults autocast to bf16 on a CPU too: on one without native bf16 (AVX2-only) that
+    row would take hours, so it is left out with a note saying why (tailor and trl-tuned run in fp32 there)."""
+    if gpu or "trl-defaults" not in sides:
+        return sides
+    from tailor.precision import device_precision
+
+    chosen = device_precision()
+    if chosen.name == "bf16":
+        return sides
+    print(f"trl-defaults: not run: trl's default bf16 autocast on this CPU is measured {chosen.slowdown:g}x slower "
+          f"than fp32 ({chosen.measured}); the other rows run in fp32.", flush=True)
+    return [s for s in sides if s != "trl-defaults"]
+
+
+def bench_lengths(steps: int, batch: int, seq: int) -> list[int]:
+    """Row lengths for `steps` micro batches of `batch` sequences (padded or packed)."""
+    probe = synthetic_lengths(4096, seq)
+    return synthetic_lengths(rows_needed(steps, batch, seq, sum(probe) / len(probe)), seq)
+
+
+def write_train_run(args: argparse.Namespace, folder: Path) -> Path:
+    """A run of the bench rows for `python -m train` (the multi-GPU check): the bench recipe with tailor's defaults,
+    `--set`, warmup + steps optimizer steps and, on GPUs, the largest micro batch the planner says fits on all the
+    visible GPUs; the rows as its prepared data. Writes `folder/train-args.txt` (the recipe file and overrides for
+    `python -m train`) and returns its path."""
+    import shutil
+
+    import torch
+
+    from data_prep.prepare import data_hash
+    from tailor.recipe import load_recipe
+    from tailor.runs import run_paths
+    from train.plan import make_plan
+
+    gpus = torch.cuda.device_count()
+    apply_defaults(args, gpus > 0)
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "rows.parquet"
+    recipe_file = bench_recipe_file(folder, ensure_bench_model(args.model), data)
+    spec = {"method": args.methods[0], "warmup": args.warmup, "steps": args.steps, "seq": args.seq,
+            "batch": args.batch, "overrides": args.overrides}
+    overrides = ["name=bench-train", *row_overrides(spec)[1:]]  # row_overrides starts with the row's name
+    recipe = load_recipe(recipe_file, overrides)
+    if gpus and not args.batch:
+        plan = make_plan(recipe, gpus=gpus, gpu_mem_gb=torch.cuda.get_device_properties(0).total_memory / 2**30)
+        overrides.append(f"training.batch_size={plan.max_micro_batch or recipe.training.batch_size}")
+        recipe = load_recipe(recipe_file, overrides)
+    t = recipe.training
+    write_rows(data, bench_lengths((args.warmup + args.steps) * t.grad_accum * max(gpus, 1), t.batch_size, args.seq))
+    paths = run_paths(recipe)
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(data, paths.train_data)
+    atomic_write_json(paths.manifest, {"data_hash": data_hash(recipe), "synthetic": True})
+    target = folder / "train-args.txt"
+    atomic_write_text(target, " ".join(shlex.quote(a) for a in [str(recipe_file), *overrides]) + "\n")
+    return target
 
 
 # ------------------------------------------------------------------------------------------------ reporting
@@ -527,20 +718,36 @@ def header(args: argparse.Namespace, model_dir: Path, info: dict[str, Any], leng
             f"seq {args.seq}, rows: mean {mean:.0f} tokens, effective attention length {spec['doc_length']:.0f}, "
             f"loss on {spec['loss_fraction']:.0%}; {args.warmup} warmup + {args.steps} measured steps\n"
             f"device: {info['device']}; {info['peak_note']}\n"
-            f"{'method':7} {'setup':9} {'batch':>5} {'tok/step':>9} {'step s':>8} {'tokens/s':>10} "
+            f"rows: tailor = tailor defaults, trl-tuned = trl tuned by hand (packing, no checkpointing, same "
+            f"precision, optimizer and micro batch), trl-defaults = trl's default SFTConfig\n"
+            f"{'method':7} {'setup':12} {'batch':>5} {'tok/step':>9} {'step s':>8} {'tokens/s':>10} "
             f"{'peak mem':>9} {'GFLOP/tok':>10} {'MFU':>6}  settings")
 
 
 def format_row(result: dict[str, Any]) -> str:
-    lead = f"{result['method']:7} {result['side']:9}"
+    lead = f"{result['method']:7} {result['side']:12}"
     if "error" in result:
         return f"{lead} FAILED: {result['error']}"
     s = result["settings"]
     flags = settings_text(s)
     mfu = f"{result['mfu']:.1%}" if result.get("mfu") is not None else "n/a"
-    return (f"{lead} {s['batch']:>5} {result['tokens_per_step']:>9,.0f} {result['step_seconds']:>8.3f} "
+    line = (f"{lead} {s['batch']:>5} {result['tokens_per_step']:>9,.0f} {result['step_seconds']:>8.3f} "
             f"{result['tokens_per_second']:>10,.1f} {result['peak_memory'] / 2**30:>7.2f}GB "
             f"{result['flops_per_token']['total'] / 1e9:>10.3f} {mfu:>6}  {result['dtype']}, {flags}")
+    plan = result.get("memory_plan")
+    if plan:
+        line += "\n" + " " * 8 + format_memory_plan(plan)
+    return line
+
+
+def format_memory_plan(plan: Mapping[str, float]) -> str:
+    """One line: the planner's estimate against the measured peaks (GiB)."""
+    gib = 2**30
+    return (f"memory plan {plan['planned_total'] / gib:.2f} GiB: allocated {plan['planned_allocated'] / gib:.2f} "
+            f"planned vs {plan['measured_allocated'] / gib:.2f} measured ({plan['error_allocated']:+.1%}), reserved "
+            f"{plan['planned_reserved'] / gib:.2f} vs {plan['measured_reserved'] / gib:.2f} "
+            f"({plan['error_reserved']:+.1%}); goal within {MEMORY_GOAL:.0%}: "
+            f"{'yes' if plan['within_goal'] else 'NO'}")
 
 
 def settings_text(settings: dict[str, Any]) -> str:
@@ -553,16 +760,22 @@ def settings_text(settings: dict[str, Any]) -> str:
     return ", ".join(shown)
 
 
-def ratio(results: list[dict[str, Any]], method: str) -> float | None:
+def ratio(results: list[dict[str, Any]], method: str, against: str) -> float | None:
+    """tailor's tokens/s over the `against` row's, for one method; None when either row is missing or failed."""
     rows = {r["side"]: r for r in results if r["method"] == method and "error" not in r}
-    if "tailor" in rows and "baseline" in rows and rows["baseline"]["tokens_per_second"]:
-        return rows["tailor"]["tokens_per_second"] / rows["baseline"]["tokens_per_second"]
+    if "tailor" in rows and against in rows and rows[against]["tokens_per_second"]:
+        return rows["tailor"]["tokens_per_second"] / rows[against]["tokens_per_second"]
     return None
 
 
 def format_ratio(results: list[dict[str, Any]], method: str) -> str:
-    value = ratio(results, method)
-    return f"{method:7} ratio tailor/baseline tokens/s: " + (f"{value:.2f}x" if value is not None else "n/a")
+    """e.g. 'lora    ratio tokens/s tailor/trl-tuned: 1.31x, tailor/trl-defaults: 3.80x' (the rows that ran)."""
+    ran = {r["side"] for r in results if r["method"] == method}
+    parts = []
+    for against in (side for side in SIDES[1:] if side in ran):
+        value = ratio(results, method, against)
+        parts.append(f"tailor/{against}: " + (f"{value:.2f}x" if value is not None else "n/a"))
+    return f"{method:7} ratio tokens/s " + (", ".join(parts) or "n/a")
 
 
 def record(args: argparse.Namespace, argv: list[str], info: dict[str, Any], results: list[dict[str, Any]]) -> None:
@@ -571,21 +784,25 @@ def record(args: argparse.Namespace, argv: list[str], info: dict[str, Any], resu
     lines = [f"### {date.today()}: {args.model}, seq {args.seq}, {info['device']}", "",
              f"Command: `{command}` ({args.warmup} warmup + {args.steps} measured steps per row). "
              f"{info['peak_note']}. Versions: {versions()}.", "",
-             "| method | setup | settings | batch | tokens/s | step (s) | peak memory | MFU | tailor/baseline |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| method | setup | settings | batch | tokens/s | step (s) | peak memory | MFU | tailor / trl tuned "
+             "| tailor / trl defaults |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        label = LABELS.get(r["side"], r["side"])
         if "error" in r:
-            lines.append(f"| {r['method']} | {r['side']} | | | failed: {r['error'][:120]} | | | | |")
+            lines.append(f"| {r['method']} | {label} | | | failed: {r['error'][:120]} | | | | | |")
             continue
         s = r["settings"]
         settings = f"{r['dtype']}, {settings_text(s)}"
-        value = ratio(results, r["method"]) if r["side"] == "tailor" else None
-        lines.append(f"| {r['method']} | {r['side']} | {settings} | {s['batch']} | {r['tokens_per_second']:,.0f} | "
-                     f"{r['step_seconds']:.3f} | {r['peak_memory'] / 2**30:.2f} GB | "
+        ratios = [ratio(results, r["method"], against) if r["side"] == "tailor" else None for against in SIDES[1:]]
+        plan = r.get("memory_plan")
+        memory = f"{r['peak_memory'] / 2**30:.2f} GB" + (f" (plan {plan['error_allocated']:+.0%})" if plan else "")
+        lines.append(f"| {r['method']} | {label} | {settings} | {s['batch']} | {r['tokens_per_second']:,.0f} | "
+                     f"{r['step_seconds']:.3f} | {memory} | "
                      f"{'' if r.get('mfu') is None else format(r['mfu'], '.1%')} | "
-                     f"{'' if value is None else format(value, '.2f') + 'x'} |")
-    add_to_section(BENCHMARKS, SECTION, INTRO, lines)
-    print(f"recorded in {BENCHMARKS}")
+                     + " | ".join("" if v is None else f"{v:.2f}x" for v in ratios) + " |")
+    add_to_section(args.benchmarks, SECTION, INTRO, lines)
+    print(f"recorded in {args.benchmarks}")
 
 
 if __name__ == "__main__":

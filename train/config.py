@@ -56,8 +56,9 @@ def use_liger(recipe: Recipe, on_gpu: bool) -> bool:
     return recipe.training.liger == "auto" and installed and on_gpu
 
 
-def sft_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, bf16: bool, report_to: list[str],
+def sft_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, precision: str, report_to: list[str],
                strategy: str = "single", grad_accum: int | None = None) -> "SFTConfig":
+    """trl's SFTConfig for the recipe; `precision` (bf16, fp16 or fp32) from `tailor.precision.resolve_precision`."""
     from trl import SFTConfig
 
     t = recipe.training
@@ -84,8 +85,8 @@ def sft_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, bf16: bool, repor
         logging_first_step=True,
         seed=t.seed,
         data_seed=t.seed,
-        bf16=bf16,
-        fp16=False,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",  # autocast with loss scaling; peft keeps the adapter weights in fp32
         use_cpu=use_cpu,
         save_strategy="steps",
         save_steps=t.save_steps,

@@ -3,6 +3,9 @@
 Everything here runs before any model is loaded, so a launch that cannot work is refused in seconds with the
 reason and a fix. The profiles are ordinary Accelerate config files in `train/profiles/`; tailor copies the chosen
 one into the run folder (`launch/accelerate.yaml`, paths made absolute) so the run records exactly how it ran.
+
+`python -m train.launch RECIPE [key=value ...]` is the training process of nodes other than 0 (`launch_command`
+starts it there): `train.run` without taking the run-folder lock, which node 0's launcher holds for the whole job.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ def check_launch(recipe: Recipe, launch: Launch, gpus_visible: int) -> None:
     s, n = launch.strategy, launch.processes_per_node
     if n < 1 or launch.nodes < 1:
         raise TailorError(f"GPUS={n} NODES={launch.nodes}: need at least one process on at least one node.")
+    if not 0 <= launch.node_rank < launch.nodes:
+        raise TailorError(f"--node-rank {launch.node_rank}: NODES={launch.nodes} are numbered 0 to {launch.nodes - 1}.")
     if launch.nodes > 1 and not launch.main_ip:
         raise TailorError(f"NODES={launch.nodes} needs the address of node 0 (--main-ip); `make slurm` fills it in.")
     if gpus_visible and n > gpus_visible:
@@ -90,7 +95,9 @@ def render_profile(launch: Launch, paths: RunPaths) -> Path:
     ds = config.get("deepspeed_config", {})
     if "deepspeed_config_file" in ds:
         ds["deepspeed_config_file"] = str(PROFILES / Path(ds["deepspeed_config_file"]).name)
-    target = paths.root / "launch" / "accelerate.yaml"
+    # every node renders its own file: the run folder is shared, and node 0's accelerate.yaml is the record
+    name = "accelerate.yaml" if launch.node_rank == 0 else f"accelerate.node{launch.node_rank}.yaml"
+    target = paths.root / "launch" / name
     atomic_write_text(target, f"# rendered by tailor from train/profiles/{launch.strategy}.yaml\n"
                       + yaml.safe_dump(config, sort_keys=False))
     return target
@@ -98,7 +105,12 @@ def render_profile(launch: Launch, paths: RunPaths) -> Path:
 
 def launch_command(launch: Launch, profile: Path, gpus_visible: int, recipe_arg: str,
                    overrides: list[str]) -> list[str]:
-    """`accelerate launch` for this launch: the profile plus sizes and, across nodes, the rendezvous address."""
+    """`accelerate launch` for this launch: the profile plus sizes and, across nodes, the rendezvous address.
+
+    Several processes (also across nodes, also without GPUs) go through torchrun's static rendezvous at node 0's
+    address; without GPUs the workers talk over gloo (`--cpu` is for one process only: accelerate then skips torchrun
+    and would need mpirun for more).
+    """
     command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(profile),
                "--num_processes", str(launch.world_size), "--num_machines", str(launch.nodes)]
     if launch.nodes > 1:
@@ -106,4 +118,22 @@ def launch_command(launch: Launch, profile: Path, gpus_visible: int, recipe_arg:
                     "--main_process_port", str(launch.main_port)]
     if launch.strategy == "single" and not gpus_visible:
         command.append("--cpu")
-    return command + ["-m", "train.run", recipe_arg, *overrides]
+    worker = "train.run" if launch.node_rank == 0 else "train.launch"  # see node_worker
+    return command + ["-m", worker, recipe_arg, *overrides]
+
+
+def node_worker(argv: list[str] | None = None) -> None:
+    """The training process on a node other than 0: `train.run`, joining the lock node 0's launcher holds.
+
+    Every node shares the run folder; node 0's `python -m train` holds its lock for the whole job and its own workers
+    inherit it. Processes on other nodes cannot inherit it (their launcher is not its holder), so they take none.
+    """
+    from tailor.cli import recipe_parser, run_cli
+    from train.run import stage
+
+    run_cli(stage, recipe_parser("Fine-tune an adapter: one training process of a node other than 0."), argv,
+            lock=False)
+
+
+if __name__ == "__main__":
+    node_worker()

@@ -2,7 +2,8 @@
 
 Estimates per-device GPU memory of the recipe's training step (formula in `train.memory`, derivation in
 `docs/memory-planner.md`) and the largest micro batch that fits. `check_fits` is what the launcher calls before
-any model is loaded: it raises a TailorError with the reason and concrete fixes when the recipe will not fit.
+any model is loaded: it warns (with concrete fixes) when the estimate is over the usable memory, and raises a
+TailorError only when it is over by more than `REFUSE_FACTOR`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,13 @@ from train.memory import GiB, STRATEGIES, Arch, Estimate, LoraTarget, Setup, est
     usable_bytes
 
 ARCH_DIR = Path(__file__).resolve().parents[1] / "tailor" / "arch_configs"
+
+REFUSE_FACTOR = 1.3
+"""The launcher refuses a recipe only when its estimate exceeds the usable GPU memory by this factor; between 1x and
+this it warns and trains. The estimate is checked against measurements on CPU only: on GPUs the CUDA context,
+allocator fragmentation and backward working-set terms are not yet calibrated, so a recipe a little over the estimate
+may well fit, and refusing it would be the planner overruling the hardware. Lower it once GPU runs have recorded
+measured vs planned peaks (docs/memory-planner.md)."""
 
 
 # ------------------------------------------------------------------------------------------- architecture
@@ -159,7 +168,7 @@ def recipe_setup(recipe: Recipe, gpus: int, strategy: str, lora_params: int,
 
     t, p = recipe.training, recipe.peft
     weight_bytes = 4 if recipe.model.dtype == "float32" else 2
-    act_bytes = 2 if (weight_bytes == 2 or t.mixed_precision == "bf16") else 4
+    act_bytes = 2 if (weight_bytes == 2 or t.mixed_precision != "fp32") else 4  # auto: bf16/fp16 on GPUs
     return Setup(method=p.method, weight_bytes=weight_bytes, act_bytes=act_bytes, lora_r=p.r, lora_dropout=p.dropout,
                  use_dora=p.use_dora, lora_params=lora_params, targets=targets, micro_batch=t.batch_size,
                  seq_len=t.max_length, gradient_checkpointing=t.gradient_checkpointing,
@@ -266,7 +275,8 @@ def make_plan(recipe: Recipe, gpus: int, gpu_mem_gb: float, strategy: str | None
 
 def check_fits(recipe: Recipe, gpus: int, gpu_mem_gb: float | None = None, strategy: str | None = None,
                arch_file: str | Path | None = None) -> Plan:
-    """The plan, or a TailorError naming the shortfall and the fixes when the recipe will not fit.
+    """The plan; over the usable memory a warning on stderr, over `REFUSE_FACTOR` times it a TailorError, both
+    naming the shortfall and the fixes.
 
     `gpu_mem_gb` None reads the first visible GPU's memory; `strategy` None uses training.strategy.
     """
@@ -277,13 +287,21 @@ def check_fits(recipe: Recipe, gpus: int, gpu_mem_gb: float | None = None, strat
             raise TailorError("check_fits: no GPU visible; pass gpu_mem_gb (GiB per GPU).")
         gpu_mem_gb = torch.cuda.get_device_properties(0).total_memory / GiB
     plan = make_plan(recipe, gpus, gpu_mem_gb, strategy, arch_file)
-    if not plan.fits:
-        s = plan.setup
+    if plan.fits:
+        return plan
+    s, ratio = plan.setup, plan.estimate.total / plan.capacity
+    shortfall = (f"about {plan.estimate.total / GiB:.1f} GiB per device needed, {plan.capacity / GiB:.1f} GiB usable "
+                 f"({ratio:.2f}x; {gpus} x {gpu_mem_gb:g} GiB, {s.strategy}, micro batch {s.micro_batch} x "
+                 f"{s.seq_len} tokens)")
+    fixes = "; or ".join(plan.fixes()) + f". Details: make plan RECIPE=... GPUS={gpus} GPU_MEM={gpu_mem_gb:g}."
+    if ratio > REFUSE_FACTOR:
         raise TailorError(
-            f"recipe {recipe.name} will not fit in GPU memory: about {plan.estimate.total / GiB:.1f} GiB per device "
-            f"needed, {plan.capacity / GiB:.1f} GiB usable ({gpus} x {gpu_mem_gb:g} GiB, {s.strategy}, micro batch "
-            f"{s.micro_batch} x {s.seq_len} tokens). Fix: " + "; or ".join(plan.fixes())
-            + f". Details: make plan RECIPE=... GPUS={gpus} GPU_MEM={gpu_mem_gb:g}.")
+            f"recipe {recipe.name} will not fit in GPU memory: {shortfall}, beyond the {REFUSE_FACTOR:g}x margin "
+            f"allowed while the estimate is not validated on GPUs. Fix: {fixes} To launch anyway: --no-memory-check "
+            "(or TAILOR_NO_MEMORY_CHECK=1).")
+    print(f"warning: recipe {recipe.name} may not fit in GPU memory: {shortfall}. The estimate is not yet validated "
+          f"on GPUs, so training starts (refused only above {REFUSE_FACTOR:g}x). If it runs out of memory: {fixes}",
+          file=sys.stderr, flush=True)
     return plan
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list | None = None
                   ) -> tuple[Any, Any, dict[str, Any]]:
     """Seed, data, tokenizer, model, trainer: everything up to (not including) training. Returns
-    (trainer, tokenizer, manifest)."""
+    (trainer, tokenizer, manifest); the manifest also carries the chosen compute `precision` (a record)."""
     import torch
     from datasets import load_dataset
     from transformers import set_seed
@@ -34,12 +34,15 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
 
     from data_prep.prepare import check_prepared_data
     from tailor.models import load_model, load_tokenizer
+    from tailor.precision import resolve_precision
     from train import lm_head
     from train.config import lora_config, sft_config
 
     paths = run_paths(recipe)
     lm_head.apply(recipe.training.compact_lm_head)
     manifest = check_prepared_data(recipe, paths)
+    # under `python -m train` the launcher has already warned about a forced precision: say it once
+    precision = resolve_precision(recipe.training.mixed_precision, warn=not os.environ.get("TAILOR_LAUNCHER"))
     set_seed(recipe.training.seed)
     dataset = load_dataset("parquet", data_files=str(paths.train_data), split="train")
     dataset = dataset.select_columns(["input_ids", "assistant_masks"])
@@ -53,7 +56,7 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
         device_map = {"": PartialState().local_process_index}
     model = load_model(recipe.model, quantize_4bit=qlora, device_map=device_map)
     report_to = [recipe.tracking.backend] if recipe.tracking.mode != "disabled" else ["none"]
-    args = sft_config(recipe, paths, use_cpu=use_cpu, bf16=_use_bf16(recipe, model), report_to=report_to,
+    args = sft_config(recipe, paths, use_cpu=use_cpu, precision=precision.name, report_to=report_to,
                       strategy=os.environ.get("TAILOR_STRATEGY", "single"), grad_accum=grad_accum)
     trainer = SFTTrainer(
         model=model,
@@ -63,7 +66,7 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
         peft_config=lora_config(recipe, model),
         callbacks=callbacks,
     )
-    return trainer, tokenizer, manifest
+    return trainer, tokenizer, {**manifest, "precision": precision.record()}
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
@@ -97,8 +100,11 @@ def train(recipe: Recipe) -> dict[str, Any]:
     marker = CheckpointMarker(lambda step: checkpoints.marker_info(recipe, data_hash, world, grad_accum, step))
     callbacks = [heartbeat, stop, marker]  # heartbeat first: its step-end beat precedes the sync
     trainer, tokenizer, manifest = build_trainer(recipe, grad_accum=grad_accum, callbacks=callbacks)
-    run = start_stage(recipe, "train", {"data_hash": data_hash, "resumed_from": resume and resume.path.name}) \
-        if state.is_main_process else None
+    precision = manifest["precision"]
+    if state.is_main_process:
+        print(f"train: precision {precision['name']} ({precision['reason']})", flush=True)
+    run = start_stage(recipe, "train", {"data_hash": data_hash, "resumed_from": resume and resume.path.name,
+                                        "precision": precision}) if state.is_main_process else None
     started = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
     seconds = time.time() - started
@@ -109,7 +115,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
                "global_batch": recipe.training.batch_size * grad_accum * world, "tokens_seen": tokens_seen,
                "tokens_per_second": round(tokens_seen / seconds, 1) if seconds else None,
                "resumed_from_step": resume.step if resume else None, "training_key": key,
-               "strategy": os.environ.get("TAILOR_STRATEGY", "single"),
+               "strategy": os.environ.get("TAILOR_STRATEGY", "single"), "precision": precision,
                "loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
     if stop.stopped_at is not None:
         state.wait_for_everyone()
@@ -189,14 +195,6 @@ def _save_adapter(trainer: Any, tokenizer: Any, recipe: Recipe, metrics: dict, p
             (tmp / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2) + "\n")
             (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _use_bf16(recipe: Recipe, model: Any) -> bool:
-    import torch
-
-    if recipe.training.mixed_precision == "auto":
-        return model.dtype == torch.bfloat16
-    return recipe.training.mixed_precision == "bf16"
 
 
 def _trained_tokens(trainer: Any) -> int:
