@@ -139,33 +139,35 @@ ROW = re.compile(r"^(lora|qlora)\s+(tailor|trl-tuned|trl-defaults)\s+(\d+)\s+([\
                  r"([\d.]+)GB\s+([\d.]+)\s+([\d.]+)%", re.M)
 
 
-def test_one_step_bench_prints_three_rows_and_ratios(tiny_qwen25: Path, tmp_path: Path, capsys,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole bench at 1 step, all rows in this process, on the tiny Qwen2.5: nothing is recorded."""
+@pytest.mark.parametrize("methods", [("lora",), pytest.param(("lora", "qlora"), marks=pytest.mark.slow)])
+def test_one_step_bench_prints_three_rows_and_ratios(methods: tuple[str, ...], tiny_qwen25: Path, tmp_path: Path,
+                                                     capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole bench at 1 step, all rows in this process, on the tiny Qwen2.5: nothing is recorded (QLoRA rows in
+    make test-slow)."""
     from tailor.precision import resolve_precision
 
     monkeypatch.chdir(tmp_path)  # BENCHMARKS.md would be written here
     monkeypatch.setenv("TAILOR_TINY_MODELS_DIR", str(tiny_qwen25.parent))
     results = bench.main(["--model", "test", "--seq", "64", "--steps", "1", "--warmup", "0", "--no-record",
-                          "--in-process", "--json", str(tmp_path / "bench.json")])
+                          "--in-process", "--methods", *methods, "--json", str(tmp_path / "bench.json")])
     out = capsys.readouterr().out
     rows = ROW.findall(out)
     native_bf16 = resolve_precision("auto").name == "bf16"
     # trl's defaults autocast to bf16: on a CPU without native bf16 that row is left out, saying why
     sides = ("tailor", "trl-tuned", "trl-defaults") if native_bf16 else ("tailor", "trl-tuned")
     assert ("trl-defaults: not run: trl's default bf16 autocast" in out) != native_bf16, out
-    assert sorted((m, s) for m, s, *_ in rows) == sorted((m, s) for m in ("lora", "qlora") for s in sides), out
+    assert sorted((m, s) for m, s, *_ in rows) == sorted((m, s) for m in methods for s in sides), out
     for *_, tokens_per_step, step, tokens_per_second, memory, gflop, mfu in rows:
         values = [float(v.replace(",", "")) for v in (tokens_per_step, step, tokens_per_second, memory, gflop, mfu)]
         assert all(math.isfinite(v) and v > 0 for v in values), out
     ratios = re.findall(r"^(lora|qlora)\s+ratio tokens/s tailor/trl-tuned: ([\d.]+)x(?:, tailor/trl-defaults: "
                         r"([\d.]+)x)?$", out, re.M)
-    assert [m for m, *_ in ratios] == ["lora", "qlora"], out
+    assert [m for m, *_ in ratios] == list(methods), out
     assert all(float(v) > 0 for _, *r in ratios for v in r if v or native_bf16), out
     assert all(math.isfinite(r["loss"]) for r in results)
     assert json.loads((tmp_path / "bench.json").read_text())["results"] == results
     expected = {"bfloat16" if resolve_precision("auto").name == "bf16" else "float32"}
-    for method in ("lora", "qlora"):
+    for method in methods:
         side = {r["side"]: r for r in results if r["method"] == method}
         tailor, tuned, defaults = side["tailor"], side["trl-tuned"], side.get("trl-defaults")
         if defaults is not None:  # trl defaults: checkpointing, padded batches of 8

@@ -133,6 +133,7 @@ def interrupt(workdir: Path, name: str, process: subprocess.Popen, sig: int) -> 
     return out
 
 
+@pytest.mark.slow  # ~60 s of launches on a slow CPU: in make test-slow with the other resume tests
 def test_sigterm_saves_a_checkpoint_and_the_resumed_run_matches(workdir, single) -> None:
     path, overrides = recipe_for(workdir, "preempted")
     interrupt(workdir, "preempted", launch(path, overrides), signal.SIGTERM)
@@ -182,6 +183,7 @@ def test_half_written_checkpoint_is_skipped(workdir, single) -> None:
     assert max_diff(adapter(workdir, "torn"), adapter(workdir, "single")) < WEIGHT_TOL
 
 
+@pytest.mark.slow  # ~25 s; in make test-slow (QLoRA alone and FSDP2 with LoRA stay in the default suite)
 def test_qlora_with_fsdp2_trains_with_a_finite_loss(workdir, tiny_qwen3: Path) -> None:
     path, overrides = recipe_for(workdir, "qlora-fsdp", "peft.method=qlora", f"model.name_or_path={tiny_qwen3}",
                                  "training.grad_accum=1", "training.max_steps=2")

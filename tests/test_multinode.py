@@ -23,6 +23,9 @@ STEPS = 2  # 2 x global batch 8 = 16 rows, well within the training rows
 LOSS_TOL = 2e-3  # as tests/test_distributed.py: process counts agree to float-summation order
 TIMEOUT_S = 300  # both nodes together; a node whose partner never arrives would wait far longer
 
+# ~40 s of two launchers plus a reference run: in `make test-slow`, to keep the default suite within its budget
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def recipe_path(tmp_path: Path, tiny_qwen25: Path) -> Path:

@@ -107,6 +107,7 @@ def test_wandb_offline_runs_hold_train_loss_and_eval_metrics(pipeline) -> None:
     assert config["recipe"]["name"] == "e2e" and len(config["recipe_hash"]) == 64 and config["stage"] == "eval"
 
 
+@pytest.mark.slow  # ~20 s; eval of other adapters is also covered in-process by test_eval_compare
 def test_eval_of_a_saved_adapter_folder_elsewhere(pipeline, tmp_path: Path) -> None:
     import shutil
 

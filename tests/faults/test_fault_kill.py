@@ -56,6 +56,7 @@ def _kill_and_rerun_data(recipe: Path, ready, delay: float) -> str:
     return f"{code}:{state}"
 
 
+@pytest.mark.slow  # ~35 s: with the other SIGKILL tests in make test-faults / test-slow
 def test_sigkill_while_data_is_being_written_leaves_it_absent_then_rerun_completes(
         data_recipe: Path, tmp_path: Path, tiny_qwen25: Path) -> None:
     run = tmp_path / "runs" / "fault"
