@@ -24,6 +24,8 @@
 #   Not carried: wandb 0.31.0 (20 MB, would not fit beside bitsandbytes; not imported with tracking disabled, as in
 #   every run here), pandas 3.1.1 (12 MB; datasets imports it: if `setup` reports it missing, carry it instead of
 #   bitsandbytes and run with GPU_CHECK_METHODS=lora).
+#   The image's transformers (5.17.0 on 2026-11-17, KINDS.md) is older than the pinned 5.23.0: if `setup` reports that
+#   trl or tailor refuses it, carry transformers==5.23.0 (about 12 MB) in place of datasets' extras.
 # plus the Qwen2.5 tokenizer, .cache/bench-models/tokenizers/qwen2.5 (8.0 MB; the checkpoint itself is built on the
 # GPU). With the 1.6 MB working tree that is about 58 MB of the 64 MiB a call carries. Once, here, in the repo root
 # (bitsandbytes' wheel is tagged manylinux_2_24 only: without that --platform pip finds no match):

@@ -124,8 +124,12 @@ def test_save_to_disk_folder_source(tmp_path: Path, tiny_qwen25: Path) -> None:
     assert prepare(recipe)["rows"]["read"] == 12
 
 
-@pytest.mark.parametrize("change", ["data file", "recipe data section", "template file", "tokenizer template",
-                                    "data_prep code"])
+SLOW = pytest.mark.slow  # ~9 s each; a data-file change is also covered by test_data_prep's cache test
+
+
+@pytest.mark.parametrize("change", ["recipe data section", "tokenizer template", pytest.param("data file", marks=SLOW),
+                                    pytest.param("template file", marks=SLOW),
+                                    pytest.param("data_prep code", marks=SLOW)])
 def test_cache_is_invalidated_by_each_input(change: str, tmp_path: Path, tiny_qwen25: Path, monkeypatch) -> None:
     import shutil
 

@@ -29,6 +29,7 @@ def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "runs" / "fault"
 
 
+@pytest.mark.slow  # ~17 s: in make test-faults / test-slow with the train and eval cases
 def test_full_disk_during_data_prep_keeps_the_earlier_data(tmp_path: Path, tiny_qwen25: Path, run_dir: Path) -> None:
     data = jsonl(tmp_path / "chat.jsonl", chat_rows(200))
     recipe = write_recipe(tmp_path, tiny_qwen25, data)
