@@ -13,7 +13,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from tailor.precision import cpu_bf16_flags, cpu_name, device_precision, measure_matmul
+from tailor.precision import cpu_bf16_flags, cpu_name, device_precision, generation_dtype, measure_matmul
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "wandb", "pydantic",
             "numpy", "deepspeed", "liger-kernel", "flash-attn", "vllm", "gguf")
@@ -67,7 +67,7 @@ def choices(recipe: Any = None) -> dict[str, Any]:
     model, training = recipe.model, recipe.training
     on_gpu = torch.cuda.is_available()
     precision = device_precision()
-    generation = model.dtype if model.dtype != "auto" else str(precision.torch_dtype).removeprefix("torch.")
+    generation = generation_dtype(model.dtype, precision)
     return {
         "precision": {"training": precision.name if training.mixed_precision == "auto" else training.mixed_precision,
                       "auto_picks": precision.name, "reason": precision.reason},

@@ -174,13 +174,11 @@ def resolve_precision(requested: str = "auto", warn: bool = True) -> Precision:
     if requested != "bf16" or best.name == "bf16":
         chosen: PrecisionName = requested  # type: ignore[assignment]
         return Precision(chosen, "set by the recipe", best.device, requested, measured=best.measured)
-    if not warn:
-        pass
-    elif on_cpu:
+    if warn and on_cpu:
         log.warning("mixed_precision=bf16 on a CPU without native bf16: measured %gx slower than fp32 here (%s). "
                     "Training and generation take about that much longer; set it to auto (fp32 here).",
                     best.slowdown, best.measured)
-    else:
+    elif warn:
         log.warning("mixed_precision=bf16 on %s, which has no native bf16 (emulated or refused); set it to auto "
                     "(%s here).", best.device, best.name)
     return Precision("bf16", "set by the recipe, not native here", best.device, requested, best.slowdown,
