@@ -10,9 +10,9 @@ import platform
 import shutil
 import subprocess
 import sys
-from importlib import metadata
 from typing import Any
 
+from tailor.lineage import package_versions
 from tailor.precision import cpu_bf16_flags, cpu_name, device_precision, generation_dtype, measure_matmul
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "wandb", "pydantic",
@@ -41,16 +41,6 @@ def machine() -> dict[str, Any]:
         info["nccl"] = ".".join(map(str, torch.cuda.nccl.version())) if hasattr(torch.cuda, "nccl") else None
         info["driver"] = _nvidia_driver()
     return info
-
-
-def packages() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def choices(recipe: Any = None) -> dict[str, Any]:
@@ -93,7 +83,7 @@ def matmul_peaks(seconds: float = 0.5) -> dict[str, dict[str, float]]:
 
 
 def report(recipe: Any = None, measure: bool = True) -> dict[str, Any]:
-    return {"machine": machine(), "packages": packages(), "tailor_choices": choices(recipe),
+    return {"machine": machine(), "packages": package_versions(PACKAGES), "tailor_choices": choices(recipe),
             "matmul_gflops": matmul_peaks() if measure else None}
 
 

@@ -41,15 +41,20 @@ def code_version() -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return None
 
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None,
+            "python": platform.python_version(), "packages": package_versions(PACKAGES)}
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """Installed version of each distribution, None when it is not installed."""
     versions: dict[str, str | None] = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None,
-            "python": platform.python_version(), "packages": versions}
+    return versions
 
 
 def launch_profile() -> dict[str, Any]:
