@@ -27,9 +27,15 @@ class Written:
     tokens: dict[str, int]
     contamination: dict[str, Any]
     audit: AuditReport
+    eval_sets: dict[str, dict[str, Any]]
 
 
-def write_splits(recipe: Recipe, tokenizer: Any, collected: Collected, plan: Plan, out: Path) -> Written:
+def write_splits(recipe: Recipe, tokenizer: Any, collected: Collected, plan: Plan, out: Path,
+                 sets: dict[str, Any] | None = None) -> Written:
+    """train.parquet, heldout.parquet (the hash split, empty without one) and data/eval/<name>.parquet for the
+    named sets (`data_prep.eval_sets`)."""
+    from data_prep.eval_sets import write_sets
+
     settings = recipe.data.contamination
     audit = AuditReport(end_of_turn=end_of_turn_token(tokenizer)[1],
                         template_mismatches=collected.rejected.mismatches)
@@ -75,6 +81,7 @@ def write_splits(recipe: Recipe, tokenizer: Any, collected: Collected, plan: Pla
         for table in planned(heldout, columns):
             _audit(audit, table)
             writer.write_table(to_output(table, schema))
+    eval_sets = write_sets(sets or {}, out, audit)
     check(audit)
     tokens = plan.tokens
     return Written(len(plan.train), len(heldout), {
@@ -82,7 +89,7 @@ def write_splits(recipe: Recipe, tokenizer: Any, collected: Collected, plan: Pla
         "train_trained": trained,
         "heldout_total": int(tokens[heldout].sum()),
         "train_truncated_rows": int(np.frombuffer(bytes(collected.truncated), dtype=np.uint8)[plan.train].sum()),
-    }, summary, audit)
+    }, summary, audit, eval_sets)
 
 
 def _audit(audit: AuditReport, table: Any) -> int:

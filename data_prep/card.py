@@ -72,6 +72,8 @@ def build_card(manifest: dict[str, Any], train_lengths: Sequence[int], batch_siz
         "tokens": manifest["tokens"],
         "pii": manifest.get("pii", {}),
         "contamination": manifest.get("contamination", {}),
+        "eval_sets": manifest.get("eval_sets", {}),
+        "warnings": manifest.get("warnings", []),
         "audit": manifest.get("audit", {}),
         "train_length_histogram": length_histogram(train_lengths),
         "padding": {"batched_fraction": round(padding_fraction_batched(train_lengths, batch_size), 4),
@@ -83,9 +85,12 @@ def build_card(manifest: dict[str, Any], train_lengths: Sequence[int], batch_siz
 
 def card_markdown(card: dict[str, Any], name: str) -> str:
     rows, tokens, padding = card["rows"], card["tokens"], card["padding"]
-    lines = [f"# Data card: {name}", "", "## Sources", "", "| file | format | sha256 | rows read |", "|---|---|---|---|"]
+    lines = [f"# Data card: {name}", "", "## Sources", "", "| file | format | sha256 | rows read | used for |",
+             "|---|---|---|---|---|"]
     for source in card["sources"]:
-        lines.append(f"| {source['path']} | {source['format']} | `{source['sha256'][:12]}` | {source['rows_read']} |")
+        use = f"eval set {source['eval_set']}" if source.get("eval_set") else "training (and the hash split)"
+        lines.append(f"| {source['path']} | {source['format']} | `{source['sha256'][:12]}` | {source['rows_read']} "
+                     f"| {use} |")
     lines += ["", "## Rows", "", f"- read: {rows['read']}", f"- train: {rows['train']}",
               f"- held-out: {rows['heldout']}", f"- rejected or removed: {rows['rejected']}"]
     lines += [f"  - {reason}: {count}" for reason, count in sorted(rows["rejected_by_reason"].items())]
@@ -100,11 +105,20 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
     if card["pii"]:
         lines += ["", "## PII redacted", "", "| type | values |", "|---|---|"]
         lines += [f"| {kind} | {count} |" for kind, count in sorted(card["pii"].items())]
+    if card.get("eval_sets"):
+        lines += ["", "## Evaluation sets", "", "| set | file | rows | tokens | training rows removed (overlap) |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {set_name} | {info['file']} | {info['rows']} | {info['tokens']} | "
+                  f"{info.get('removed_from_train', '-')} |" for set_name, info in card["eval_sets"].items()]
+        lines += [f"- warning: {w}" for w in card.get("warnings", [])]
     if card["contamination"]:
         c = card["contamination"]
         lines += ["", "## Held-out contamination", "",
                   f"- {c['removed']} held-out row(s) removed: word {c['ngram']}-gram overlap with a training row "
                   f">= {c['threshold']}"]
+        lines += [f"- {removed} training row(s) removed: {c['threshold']:.0%} or more of their word "
+                  f"{c['ngram']}-grams are in eval set {set_name}" for set_name, removed in
+                  c.get("eval_sets", {}).items()]
     if card["audit"]:
         audit = card["audit"]
         lines += ["", "## Loss-mask audit", "", f"- end-of-turn token `{audit['end_of_turn']}` trained "

@@ -108,8 +108,12 @@ class Collected:
         return self.shard_ids[path]
 
 
-def collect(recipe: Recipe, renderer: Renderer, work: Path) -> Collected:
-    """Stream every source through the workers; count, reject and deduplicate what they report, in file order."""
+def collect(recipe: Recipe, renderer: Renderer, work: Path, sources: list[Any] | None = None,
+            heldout_fraction: float | None = None, rejected: Rejections | None = None) -> Collected:
+    """Stream every source through the workers; count, reject and deduplicate what they report, in file order.
+
+    By default the recipe's training sources, split by `data.heldout_fraction`; an eval set passes its own
+    `sources` with `heldout_fraction=1.0` (every row on the held-out side) and the shared `rejected` file."""
     from data_prep.audit import end_of_turn_token
     from data_prep.filters import load_filters
     from data_prep.language import language_filter
@@ -120,18 +124,20 @@ def collect(recipe: Recipe, renderer: Renderer, work: Path) -> Collected:
 
     data = recipe.data
     clean = data.clean
+    sources = list(data.sources if sources is None else sources)
+    fraction = (data.heldout_fraction or 0.0) if heldout_fraction is None else heldout_fraction
     settings = ChunkSettings(
-        renderer=renderer, sources=list(data.sources), system_prompt=data.system_prompt,
+        renderer=renderer, sources=sources, system_prompt=data.system_prompt,
         redactor=Redactor(clean.pii.types, clean.pii.patterns) if clean.pii.enabled else None,
-        filters=load_filters(clean.filters), split_seed=data.split_seed, heldout_fraction=data.heldout_fraction,
+        filters=load_filters(clean.filters), split_seed=data.split_seed, heldout_fraction=fraction,
         max_length=recipe.training.max_length, eot_id=end_of_turn_token(renderer.tokenizer)[0],
         shard_dir=work, language=language_filter(clean.language))
-    out = Collected(Rejections(work / "rejected.jsonl"))
+    out = Collected(rejected if rejected is not None else Rejections(work / "rejected.jsonl"))
     seen: dict[int, int] = {}  # 128 bits of the content hash -> row number of the first occurrence
     near = NearDupFilter(threshold=clean.dedup.threshold, spill_dir=work) if clean.dedup.near else None
     numbers = itertools.count()  # chunk numbers name shards: never reused, even for chunks left in flight
     with Workers(settings, data.num_proc) as workers:
-        for index, source in enumerate(data.sources):
+        for index, source in enumerate(sources):
             kept = 0
             chunks = read_chunks(source, index)
             for result in workers.map(_numbered(chunks, numbers)):
@@ -216,7 +222,7 @@ def plan_split(recipe: Recipe, collected: Collected) -> Plan:
     score = np.frombuffer(collected.score, dtype=np.float64) if len(collected.score) else np.zeros(0)
     rows = np.nonzero(alive)[0]
     rows = rows[np.lexsort((rows, score[rows]))]  # by score, file order on ties
-    held = score[rows] < data.heldout_fraction
+    held = score[rows] < (data.heldout_fraction or 0.0)
     heldout, train = rows[held][:data.max_heldout_rows], rows[~held][:data.max_train_rows]
     length = np.asarray(collected.length, dtype=np.int64)
     truncated = np.frombuffer(bytes(collected.truncated), dtype=np.uint8).astype(bool)

@@ -17,10 +17,12 @@ import json
 import logging
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from data_prep.card import build_card, card_markdown
+from data_prep.eval_sets import EvalSet, collect_sets, remove_overlaps
 from data_prep.plan import Collected, Plan, collect, plan_split
 from data_prep.render import Renderer
 from tailor.errors import TailorError
@@ -65,7 +67,7 @@ def prepare(recipe: Recipe, force: bool = False) -> dict[str, Any]:
     from tailor.models import load_tokenizer
 
     paths = run_paths(recipe)
-    inputs = {_source_name(s): source_fingerprint(s) for s in recipe.data.sources}
+    inputs = {_source_name(s): source_fingerprint(s) for s in _all_sources(recipe)}
     tokenizer = load_tokenizer(recipe.model)
     renderer = renderer_for(recipe, tokenizer)
     cache_key = _cache_key(recipe, inputs, renderer)
@@ -83,14 +85,25 @@ def prepare(recipe: Recipe, force: bool = False) -> dict[str, Any]:
         plan = plan_split(recipe, collected)
         _check_counts(recipe, paths, collected, plan)
         try:
+            sets = collect_sets(recipe, renderer, Path(work), collected.rejected)
+            remove_overlaps(recipe, collected, plan, sets)
+        except TailorError:
+            _write_rejected_only(paths, collected)
+            raise
+        _check_counts(recipe, paths, collected, plan)
+        try:
             with atomic_dir(paths.data_dir) as tmp:
-                manifest = _assemble(recipe, renderer, collected, plan, tmp)
+                manifest = _assemble(recipe, renderer, collected, plan, tmp, sets)
                 manifest.update(cache_key=cache_key, data_hash=data_hash(recipe), recipe_hash=recipe_hash(recipe),
                                 data_prep_version=code_version(), inputs=inputs,
                                 seconds=round(time.time() - started, 2))
                 manifest = {key: manifest[key] for key in MANIFEST_ORDER}
                 sources = [{"path": _source_name(s), "format": s.format, "sha256": inputs[_source_name(s)],
                             "rows_read": collected.rows_by_source[i]} for i, s in enumerate(recipe.data.sources)]
+                sources += [{"path": _source_name(s), "format": s.format, "sha256": inputs[_source_name(s)],
+                             "rows_read": sets[name].collected.rows_by_source[i], "eval_set": name}
+                            for name, set_sources in recipe.data.eval_sets.items()
+                            for i, s in enumerate(set_sources)]
                 card = build_card(manifest, plan.train_lengths(), recipe.training.batch_size,
                                   recipe.training.max_length, sources)
                 (tmp / "data_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
@@ -106,7 +119,7 @@ def prepare(recipe: Recipe, force: bool = False) -> dict[str, Any]:
 
 
 MANIFEST_ORDER = ("cache_key", "data_hash", "recipe_hash", "data_prep_version", "inputs", "tokenizer", "rows",
-                  "tokens", "pii", "contamination", "audit", "max_tokens_filter", "seconds")
+                  "tokens", "pii", "contamination", "eval_sets", "warnings", "audit", "max_tokens_filter", "seconds")
 
 
 def _check_counts(recipe: Recipe, paths: RunPaths, collected: Collected, plan: Plan) -> None:
@@ -125,27 +138,44 @@ def _check_counts(recipe: Recipe, paths: RunPaths, collected: Collected, plan: P
                           f"{paths.rejected}. Top reasons: {dict(rejected.by_reason.most_common(5))}")
 
 
-def _assemble(recipe: Recipe, renderer: Renderer, collected: Collected, plan: Plan, out: Path) -> dict[str, Any]:
-    """Write train.parquet and heldout.parquet from the shards (contaminated held-out rows left out), auditing
-    every row written; return the manifest's counts."""
+def _assemble(recipe: Recipe, renderer: Renderer, collected: Collected, plan: Plan, out: Path,
+              sets: dict[str, EvalSet]) -> dict[str, Any]:
+    """Write train.parquet, heldout.parquet and the named eval sets from the shards (contaminated held-out rows
+    left out), auditing every row written; return the manifest's counts."""
     from data_prep.assemble import write_splits
 
     tokenizer = renderer.tokenizer
-    written = write_splits(recipe, tokenizer, collected, plan, out)
+    written = write_splits(recipe, tokenizer, collected, plan, out, sets)
     rejected = collected.rejected
+    eval_sets: dict[str, Any] = {}
+    if recipe.data.hash_split:
+        eval_sets["heldout"] = {"file": "heldout.parquet", "sources": [_source_name(s) for s in recipe.data.sources],
+                                "rows": written.heldout_rows, "tokens": written.tokens["heldout_total"]}
+    eval_sets.update(written.eval_sets)
+    contamination = {**written.contamination,
+                     "eval_sets": {name: info["removed_from_train"] for name, info in written.eval_sets.items()}}
     return {
         "tokenizer": {"source": recipe.model.name_or_path, "vocab_size": len(tokenizer),
                       "chat_template_sha256": _sha(renderer.template or tokenizer.chat_template or ""),
                       "end_of_turn": written.audit.end_of_turn},
-        "rows": {"read": collected.rows_read, "train": written.train_rows, "heldout": written.heldout_rows,
+        "rows": {"read": collected.rows_read + sum(s.collected.rows_read for s in sets.values()),
+                 "train": written.train_rows, "heldout": written.heldout_rows,
+                 "eval_sets": {name: info["rows"] for name, info in eval_sets.items()},
                  "rejected": rejected.count, "bad": rejected.bad, "rejected_by_reason": dict(rejected.by_reason),
                  "pii_redacted_rows": rejected.changed},
         "tokens": written.tokens,
-        "pii": dict(collected.pii),
-        "contamination": written.contamination,
+        "pii": dict(collected.pii + sum((s.collected.pii for s in sets.values()), Counter())),
+        "contamination": contamination,
+        "eval_sets": eval_sets,
+        "warnings": [w for info in written.eval_sets.values() for w in info["warnings"]],
         "audit": written.audit.as_dict(),
         "max_tokens_filter": recipe.data.clean.max_tokens,
     }
+
+
+def _all_sources(recipe: Recipe) -> list[Any]:
+    """Training sources, then every eval set's sources."""
+    return [*recipe.data.sources, *(s for sources in recipe.data.eval_sets.values() for s in sources)]
 
 
 def _source_name(source: Any) -> str:

@@ -16,6 +16,12 @@ def print_summary(recipe: Recipe, manifest: dict[str, Any]) -> None:
     print(f"      {tokens['train_total']} train tokens, {tokens['train_trained']} trained "
           f"({tokens['train_trained'] / max(tokens['train_total'], 1):.0%}), "
           f"{tokens['train_truncated_rows']} truncated rows")
+    for set_name, info in manifest.get("eval_sets", {}).items():
+        removed = info.get("removed_from_train")
+        print(f"      eval set {set_name}: {info['rows']} rows ({info['file']})"
+              + (f", {removed} overlapping training rows removed" if removed else ""))
+    for warning in manifest.get("warnings", []):
+        print(f"      warning: {warning}")
     for reason, count in sorted(rows["rejected_by_reason"].items(), key=lambda kv: -kv[1]):
         print(f"      rejected {count:5d} x {reason}")
     if rows["rejected"]:

@@ -83,7 +83,7 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> _Layer:
         raise TailorError(f"{path}: a recipe must be UTF-8 text (byte {err.start} is not; save it as UTF-8).") from None
     try:
         raw = yaml.safe_load(text)
-        lines = _key_lines(text)
+        lines = _key_lines(text, path)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -109,8 +109,11 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> _Layer:
 def _resolve_paths(raw: dict, folder: Path) -> None:
     """Make file paths in a recipe relative to that recipe's folder, so `base:` recipes work from anywhere."""
     data = raw.get("data")
-    if isinstance(data, dict) and isinstance(data.get("sources"), list):
-        for source in data["sources"]:
+    lists = [data.get("sources")] if isinstance(data, dict) else []
+    if isinstance(data, dict) and isinstance(data.get("eval_sets"), dict):
+        lists += list(data["eval_sets"].values())
+    for sources in lists:
+        for source in sources if isinstance(sources, list) else []:
             if isinstance(source, dict) and isinstance(source.get("path"), str):
                 source["path"] = _relative(folder / source["path"])
     if isinstance(data, dict) and isinstance(data.get("template"), str):
@@ -131,14 +134,19 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def _key_lines(text: str) -> dict[tuple, int]:
-    """Map each key path in a YAML document to its 1-based line number."""
+def _key_lines(text: str, file: Path | None = None) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line number. A key given twice in one mapping is an
+    error naming both lines (YAML loaders keep the last one silently, e.g. a second eval set of the same name)."""
     lines: dict[tuple, int] = {}
 
     def walk(node: yaml.Node, prefix: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 path = (*prefix, key.value)
+                if path in lines and key.value != "<<":
+                    raise TailorError(f"{file or 'recipe'}:{key.start_mark.line + 1}: {_dotted(path)}: key given "
+                                      f"twice in the same mapping (first at line {lines[path]}); YAML would keep "
+                                      "only the last one. Rename or remove one.")
                 lines[path] = key.start_mark.line + 1
                 walk(value, path)
         elif isinstance(node, yaml.SequenceNode):

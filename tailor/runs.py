@@ -36,6 +36,10 @@ class RunPaths:
     def heldout_data(self) -> Path:
         return self.data_dir / "heldout.parquet"
 
+    def eval_set_data(self, name: str) -> Path:
+        """The prepared rows of one eval set: heldout.parquet for the hash split, data/eval/<name>.parquet else."""
+        return self.heldout_data if name == "heldout" else self.data_dir / "eval" / f"{name}.parquet"
+
     @property
     def manifest(self) -> Path:
         return self.data_dir / "manifest.json"

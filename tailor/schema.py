@@ -134,12 +134,24 @@ class CleanSettings(Strict):
                                "the project; each gets the messages and returns True to keep or a reason to drop.")
 
 
+SET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+HASH_SPLIT_SET = "heldout"  # the name of the set held out from `sources` by content hash
+# W&B keys are eval/<set>/<metric>, next to eval/<variant>/..., eval/delta/... and eval/gate/...
+RESERVED_SET_NAMES = {"base", "tuned", "delta", "ci", "vs", "cost", "gate", "retention", "report", "predictions"}
+
+
 class DataSettings(Strict):
     """Where the data comes from, how it is cleaned, split and rendered."""
 
     sources: list[DataSource] = Field(min_length=1)
+    eval_sets: dict[str, list[DataSource]] = Field(
+        default_factory=dict, description="Named evaluation sets, each read from its own files like sources "
+        "(same cleaning and template), never split and never trained on: training rows overlapping a set are "
+        "removed from training. E.g. {test: [{path: test.csv, format: prompt_completion}]}.")
     system_prompt: str | None = Field(None, description="System message added to rows that have none.")
-    heldout_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of rows held out for evaluation.")
+    heldout_fraction: float | None = Field(0.1, ge=0.0, lt=1.0, description="Share of rows of sources held out "
+                                           "(by content hash) as the eval set `heldout`; 0 or null: no hash split "
+                                           "(then data.eval_sets must name at least one set).")
     split_seed: int = Field(0, description="Salt of the content hash that assigns rows to train or held-out.")
     max_train_rows: int | None = Field(None, ge=1, description="Cap on training rows (first by hash order).")
     max_heldout_rows: int | None = Field(None, ge=1, description="Cap on held-out rows (first by hash order).")
@@ -155,6 +167,38 @@ class DataSettings(Strict):
                                        description="Roles whose turns carry the loss; a message with "
                                        "train: false is never trained.")
     num_proc: int = Field(1, ge=1, description="Processes for rendering and tokenizing.")
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _set_names(cls, sets: dict[str, list[DataSource]]) -> dict[str, list[DataSource]]:
+        import re
+
+        for name, sources in sets.items():
+            if not re.match(SET_NAME, name):
+                raise ValueError(f"eval set name {name!r}: use letters, digits, '_' and '-' (it names a file)")
+            if name == HASH_SPLIT_SET or name in RESERVED_SET_NAMES:
+                raise ValueError(f"eval set name {name!r} is reserved"
+                                 + (" for the hash split of sources (data.heldout_fraction)"
+                                    if name == HASH_SPLIT_SET else ""))
+            if not sources:
+                raise ValueError(f"eval set {name!r} lists no source: give at least one file")
+        return sets
+
+    @property
+    def hash_split(self) -> bool:
+        """Whether rows of `sources` are held out by content hash (as the set `heldout`)."""
+        return bool(self.heldout_fraction)
+
+    def set_names(self) -> list[str]:
+        """Every evaluation set: `heldout` (the hash split) first when there is one, then the named sets."""
+        return ([HASH_SPLIT_SET] if self.hash_split else []) + list(self.eval_sets)
+
+    @model_validator(mode="after")
+    def _something_to_evaluate(self) -> "DataSettings":
+        if not self.hash_split and not self.eval_sets:
+            raise ValueError("data.heldout_fraction is 0 and data.eval_sets is empty: nothing to evaluate on. "
+                             "Set heldout_fraction (e.g. 0.1) or name an eval set")
+        return self
 
 
 class PeftSettings(Strict):
@@ -243,6 +287,26 @@ class JudgeSettings(Strict):
     timeout_s: float = Field(60.0, gt=0.0)
 
 
+class GateSettings(Strict):
+    """The promotion verdict: PROMOTE when tuned beats base on one metric of one set beyond doubt, and the
+    retention sets (eval.retention) lost no more than allowed; HOLD otherwise."""
+
+    metric: str = Field(description="Metric of eval.metrics (or a custom metric) whose paired interval decides.")
+    set: str | None = Field(None, description="Eval set it is measured on; default: the first set.")
+    min_delta: float = Field(0.0, description="PROMOTE needs the whole paired interval of tuned - base above this.")
+    retention_max_drop: float | None = Field(None, ge=0.0, description="Largest allowed increase of the mean "
+                                             "per-row loss (nats/token) on each retention set, tuned - base: HOLD "
+                                             "when the upper end of its paired interval is above it.")
+
+
+class RetentionSettings(Strict):
+    """General-text loss of base vs tuned on small licensed sets shipped in data/general/ (offline)."""
+
+    sets: list[str] = Field(default_factory=lambda: ["gsm8k"], min_length=1,
+                            description="Names of data/general/<name>.jsonl (question/answer rows).")
+    max_rows: int | None = Field(200, ge=1, description="Rows of each set used (the first N).")
+
+
 class EvalSettings(Strict):
     """Held-out evaluation of base and tuned model."""
 
@@ -276,6 +340,13 @@ class EvalSettings(Strict):
     general_limit: int | None = Field(None, ge=1, description="Examples per general task (lm_eval --limit).")
     max_rows: int | None = Field(None, ge=1, description="Evaluate only the first N held-out rows.")
     compare_base: bool = Field(True, description="Also evaluate the base model on the same rows.")
+    sets: list[str] | None = Field(None, description="Evaluate only these sets (heldout and/or names of "
+                                   "data.eval_sets); default: all. EVAL_SETS=a,b in the environment wins.")
+    gate: GateSettings | None = Field(None, description="Promotion verdict PROMOTE/HOLD, e.g. {metric: "
+                                      "exact_match, set: test, min_delta: 0.0}; `python -m eval --gate` exits 3 "
+                                      "on HOLD.")
+    retention: RetentionSettings | None = Field(None, description="Retention guard: loss of base vs tuned on "
+                                                "general text, e.g. {sets: [gsm8k], max_rows: 200}.")
 
 
 class ApiPrice(Strict):
@@ -333,4 +404,22 @@ class Recipe(Strict):
                 raise ValueError(f"eval.{option} is set but eval.metrics lacks {metric}")
             if metric in self.eval.metrics and not given and option != "json_fields":
                 raise ValueError(f"eval.metrics has {metric}, which needs eval.{option}")
+        return self
+
+    @model_validator(mode="after")
+    def _sets_and_gate(self) -> "Recipe":
+        names = self.data.set_names()
+        for name in self.eval.sets or []:
+            if name not in names:
+                raise ValueError(f"eval.sets names {name!r}, which is not an eval set of this recipe "
+                                 f"(sets: {', '.join(names)})")
+        gate = self.eval.gate
+        if gate is None:
+            return self
+        if gate.set is not None and gate.set not in names:
+            raise ValueError(f"eval.gate.set {gate.set!r} is not an eval set of this recipe (sets: {', '.join(names)})")
+        if not self.eval.compare_base:
+            raise ValueError("eval.gate compares tuned with base: it needs eval.compare_base: true")
+        if gate.retention_max_drop is not None and self.eval.retention is None:
+            raise ValueError("eval.gate.retention_max_drop needs eval.retention (e.g. {sets: [gsm8k]})")
         return self

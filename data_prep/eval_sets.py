@@ -1,0 +1,153 @@
+"""Named evaluation sets (`data.eval_sets`): read from their own files, never split, never trained on.
+
+Each set goes through the same workers as the training rows (parse, map, PII, filters, dedup within the set,
+render with the template, length filters), its rejected rows in the shared rejected.jsonl with file and line.
+Contamination runs the other way round than for the hash split: a set is fixed, so a *training* row is removed
+when at least `data.contamination.threshold` of its word n-grams occur in the set's rows (an exact copy: all of
+them); it is listed in rejected.jsonl with the set row it overlaps, and counted per set.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_prep.plan import Collected, Plan, Rejections, _usable, collect
+from data_prep.render import Renderer
+from tailor.errors import TailorError
+from tailor.schema import Recipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSet:
+    """One named set after cleaning: its collected rows and the usable ones, in split-score order."""
+
+    name: str
+    collected: Collected
+    rows: np.ndarray
+    tokens: np.ndarray
+    files: list[str]
+    removed_train: int = 0  # training rows removed because they overlap this set
+    overlapped: int = 0  # rows of this set that some training row overlapped
+    warnings: list[str] = field(default_factory=list)
+
+
+def collect_sets(recipe: Recipe, renderer: Renderer, work: Path, rejected: Rejections) -> dict[str, EvalSet]:
+    """Read, clean and render every named set; a set with no row, too many bad rows or no usable row is an error
+    naming the set and its files."""
+    data = recipe.data
+    sets: dict[str, EvalSet] = {}
+    for name, sources in data.eval_sets.items():
+        folder = work / f"eval-{name}"
+        folder.mkdir()
+        files = [s.path if s.path is not None else f"hub:{s.hub}" for s in sources]
+        bad_before, count_before = rejected.bad, rejected.by_reason.copy()
+        collected = collect(recipe, renderer, folder, sources, heldout_fraction=1.0, rejected=rejected)
+        alive = np.frombuffer(bytes(collected.alive), dtype=np.uint8).astype(bool)
+        score = np.frombuffer(collected.score, dtype=np.float64) if len(collected.score) else np.zeros(0)
+        rows = np.nonzero(alive)[0]
+        rows = rows[np.lexsort((rows, score[rows]))]
+        length = np.asarray(collected.length, dtype=np.int64)
+        truncated = np.frombuffer(bytes(collected.truncated), dtype=np.uint8).astype(bool)
+        rows = _usable(collected, rows, length, truncated, data.clean)
+        tokens = np.where(truncated, recipe.training.max_length, length)
+        where = f"eval set {name!r} ({', '.join(files)})"
+        if not collected.rows_read:
+            raise TailorError(f"data.eval_sets.{name}: {where} has no row: the files are empty.")
+        bad = rejected.bad - bad_before
+        reasons = dict((rejected.by_reason - count_before).most_common(5))
+        if bad / collected.rows_read > data.max_bad_fraction:
+            raise TailorError(f"data.eval_sets.{name}: {bad} of {collected.rows_read} rows of {where} are bad, more "
+                              f"than data.max_bad_fraction={data.max_bad_fraction}. Each is listed with file, line "
+                              f"and reason in rejected.jsonl. Top reasons: {reasons}")
+        if not len(rows):
+            raise TailorError(f"data.eval_sets.{name}: none of the {collected.rows_read} rows of {where} is usable "
+                              f"(each is listed with file, line and reason in rejected.jsonl). Top reasons: {reasons}")
+        sets[name] = EvalSet(name, collected, rows, tokens, files)
+    return sets
+
+
+def remove_overlaps(recipe: Recipe, collected: Collected, plan: Plan, sets: dict[str, EvalSet]) -> dict[str, int]:
+    """Remove from `plan.train` every training row overlapping a set (rejected with its reason); return the
+    removed rows per set. A set every row of which some training row overlaps gets a warning."""
+    from data_prep.contamination import NgramIndex
+    from data_prep.shards import block_rows, read_planned
+
+    settings = recipe.data.contamination
+    if not settings.enabled or not sets or not len(plan.train):
+        return {name: 0 for name in sets}
+    train = plan.train[np.r_[True, plan.train[1:] != plan.train[:-1]]] if len(plan.train) else plan.train
+    shards, position = np.asarray(collected.shard, dtype=np.int64), np.asarray(collected.position, dtype=np.int64)
+    block = block_rows(float(plan.tokens[train].mean()))
+    indexes = {name: NgramIndex(_set_texts(s), n=settings.ngram) for name, s in sets.items()}
+    dropped: dict[int, str] = {}
+    hit: dict[str, set[str]] = {name: set() for name in sets}
+    start = 0
+    for table in read_planned(collected.shards, shards[train], position[train], ["_text"], block):
+        texts = table.column("_text").to_pylist()
+        rows = train[start:start + len(texts)].tolist()
+        start += len(texts)
+        for name, index in indexes.items():
+            for row, (overlap, key) in zip(rows, index.overlaps(texts)):
+                if key is None or overlap < settings.threshold or row in dropped:
+                    continue
+                dropped[row] = name
+                hit[name].add(key)
+                collected.rejected.add(collected.where(row), "contaminated",
+                                       f"training row overlaps eval set {name}", overlap=round(overlap, 3),
+                                       eval_row=key)
+    if dropped:
+        plan.train = plan.train[~np.isin(plan.train, np.fromiter(dropped, dtype=np.int64))]
+    removed = {name: sum(1 for s in dropped.values() if s == name) for name in sets}
+    for name, eval_set in sets.items():
+        eval_set.removed_train, eval_set.overlapped = removed[name], len(hit[name])
+        if eval_set.overlapped and eval_set.overlapped == len(eval_set.rows):
+            message = (f"eval set {name!r} ({', '.join(eval_set.files)}): every one of its {len(eval_set.rows)} "
+                       f"rows is also in the training data ({removed[name]} training rows removed): is it a copy "
+                       "of a training file?")
+            eval_set.warnings.append(message)
+            log.warning(message)
+    return removed
+
+
+def _set_texts(eval_set: EvalSet) -> list[tuple[str, str]]:
+    """(file:line, text) of the set's rows, for the n-gram index."""
+    from data_prep.shards import read_planned
+
+    c = eval_set.collected
+    shards, position = np.asarray(c.shard, dtype=np.int64), np.asarray(c.position, dtype=np.int64)
+    out: list[tuple[str, str]] = []
+    for table in read_planned(c.shards, shards[eval_set.rows], position[eval_set.rows], ["source", "_text"]):
+        out.extend(zip(table.column("source").to_pylist(), table.column("_text").to_pylist()))
+    return out
+
+
+def write_sets(sets: dict[str, EvalSet], out: Path, audit: Any) -> dict[str, dict[str, Any]]:
+    """data/eval/<name>.parquet for every set (held-out schema), each row counted by the mask audit."""
+    import pyarrow.parquet as pq
+
+    from data_prep.assemble import WORK_COLUMNS, _audit
+    from data_prep.shards import output_schema, read_planned, to_output
+
+    schema = output_schema(heldout=True)
+    columns = [f.name for f in schema] + WORK_COLUMNS
+    (out / "eval").mkdir(exist_ok=True)
+    info: dict[str, dict[str, Any]] = {}
+    for name, eval_set in sets.items():
+        c = eval_set.collected
+        shards, position = np.asarray(c.shard, dtype=np.int64), np.asarray(c.position, dtype=np.int64)
+        with pq.ParquetWriter(out / "eval" / f"{name}.parquet", schema) as writer:
+            for table in read_planned(c.shards, shards[eval_set.rows], position[eval_set.rows], columns):
+                _audit(audit, table)
+                writer.write_table(to_output(table, schema))
+        info[name] = {"file": f"eval/{name}.parquet", "sources": eval_set.files, "rows_read": c.rows_read,
+                      "rows": len(eval_set.rows), "tokens": int(eval_set.tokens[eval_set.rows].sum()),
+                      "removed_from_train": eval_set.removed_train, "rows_overlapped_by_train": eval_set.overlapped,
+                      "warnings": eval_set.warnings}
+    return info
