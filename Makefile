@@ -63,8 +63,8 @@ merge: $(STAMP) ## merge the adapter into the base: safetensors shards, tokenize
 slurm: $(STAMP) ## render a SLURM batch script for NODES x GPUS (prints it; SUBMIT=1 runs sbatch)
 	$(PY) -m train.slurm $(RECIPE) $(ARGS) --nodes $(NODES) --gpus-per-node $(GPUS) $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(SUBMIT),--submit)
 
-eval: $(STAMP) ## evaluate base vs tuned on the held-out set
-	$(PY) -m eval $(RECIPE) $(ARGS)
+eval: $(STAMP) ## evaluate base vs tuned on every eval set (EVAL_SETS=a,b: some; GATE=1: exit 3 on HOLD)
+	$(PY) -m eval $(RECIPE) $(ARGS) $(if $(GATE),--gate)
 
 all: check data train eval ## check, data, train and eval for RECIPE
 

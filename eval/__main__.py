@@ -1,9 +1,10 @@
-"""`python -m eval RECIPE [key=value ...] [--adapter DIR | --model DIR] [--compare-run RUN] [--predictions FILE]`:
-held-out evaluation of tuned vs base and any other variant."""
+"""`python -m eval RECIPE [key=value ...] [--adapter DIR | --model DIR] [--compare-run RUN] [--predictions FILE]
+[--gate]`: evaluation of tuned vs base and any other variant on every eval set; `--gate` exits 3 on HOLD."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from tailor.cli import recipe_parser, run_cli
@@ -12,18 +13,25 @@ from tailor.schema import Recipe
 
 
 def stage(recipe: Recipe, args: argparse.Namespace) -> None:
-    from eval.run import evaluate, format_table
+    from eval.gate import HOLD_EXIT_CODE
+    from eval.run import evaluate, format_sets, format_table
     from tailor.runs import run_paths
     from tailor.tracking import finish_stage, start_stage
 
     if args.adapter and args.model:
         raise TailorError("give --adapter (an adapter on the recipe's base model) or --model (a full, e.g. merged, "
                           "model folder), not both.")
+    if args.gate and recipe.eval.gate is None:
+        raise TailorError("--gate needs eval.gate in the recipe, e.g. eval.gate: {metric: exact_match, set: test, "
+                          "min_delta: 0.0} (or ARGS=\"eval.gate.metric=exact_match\").")
     results = evaluate(recipe, Path(args.adapter) if args.adapter else None, Path(args.model) if args.model else None,
                        args.compare_run or [], args.predictions or [])
     paths = run_paths(recipe)
-    print(f"eval on {results['rows']} held-out rows ({paths.results}, report: {paths.eval_dir / 'report.html'}):")
+    print(f"eval on {results['rows']} held-out rows of set {results.get('set', 'heldout')} ({paths.results}, report: {paths.eval_dir / 'report.html'}):")
     print(format_table(results))
+    extra = format_sets(results)
+    if extra:
+        print(extra)
     run = start_stage(recipe, "eval", {"data_hash": results["hashes"]["data"]})
     if run is not None:
         flat = {f"eval/{variant}/{key}": value for variant, metrics in results["models"].items()
@@ -37,11 +45,42 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
                 flat.update({f"eval/vs/{other}/{metric}/{k}": float(c[k]) for metric, c in pair.items()
                              for k in ("delta", "ci_low", "ci_high", "excludes_zero")})
         flat.update({f"eval/cost/{k}": v for k, v in results["cost"].items() if isinstance(v, (int, float))})
+        flat.update(_set_metrics(results))
         _log_report(run, recipe, paths.predictions, results)
         if recipe.tracking.log_samples:
             _log_predictions(run, paths.predictions, list(results["models"]))
         run.log(flat)
+        gate = results.get("gate")
+        if gate:  # strings go to the summary only (W&B history holds numbers)
+            flat.update({"eval/gate/decision": gate["decision"], "eval/gate/reason": gate["reason"]})
         finish_stage(run, flat)
+    gate = results.get("gate")
+    if args.gate and gate and not gate["promote"]:
+        print(f"eval: HOLD (exit code {HOLD_EXIT_CODE}): {gate['reason']}")
+        sys.exit(HOLD_EXIT_CODE)
+
+
+def _set_metrics(results: dict) -> dict[str, float]:
+    """Per eval set: eval/<set>/<metric> (tuned), eval/<set>/base/<metric>, eval/<set>/delta/<metric> and the
+    interval; retention eval/retention/<set>/...; the gate as eval/gate/promote (1 or 0)."""
+    flat: dict[str, float] = {}
+    for name, block in results.get("sets", {}).items():
+        for variant, prefix in (("tuned", f"eval/{name}"), ("base", f"eval/{name}/base")):
+            flat.update({f"{prefix}/{k}": v for k, v in block["models"].get(variant, {}).items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        flat.update({f"eval/{name}/delta/{k}": v for k, v in block.get("delta", {}).items()})
+        for metric, c in block.get("comparisons", {}).items():
+            flat.update({f"eval/{name}/ci/{metric}/low": c["ci_low"], f"eval/{name}/ci/{metric}/high": c["ci_high"],
+                         f"eval/{name}/ci/{metric}/excludes_zero": int(c["excludes_zero"])})
+    retention = results.get("retention")
+    if retention:
+        for name, r in retention["sets"].items():
+            flat.update({f"eval/retention/{name}/{k}": r[k] for k in ("base_loss", "tuned_loss", "delta", "ci_low",
+                                                                        "ci_high", "rows")})
+        flat["eval/retention/seconds"] = retention["seconds"]
+    if results.get("gate"):
+        flat["eval/gate/promote"] = int(results["gate"]["promote"])
+    return flat
 
 
 def _log_report(run, recipe: Recipe, predictions: Path, results: dict) -> None:
@@ -78,6 +117,8 @@ def main() -> None:
     parser.add_argument("--predictions", action="append", metavar="[NAME=]FILE", help="external predictions, JSONL "
                         "with 'id' and 'prediction' per line, compared as variant NAME (default: file stem; "
                         "repeatable)")
+    parser.add_argument("--gate", action="store_true", help="end with the eval.gate verdict: exit code 3 on HOLD "
+                        "(PROMOTE: 0)")
     run_cli(stage, parser)
 
 

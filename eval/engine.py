@@ -33,28 +33,70 @@ class EngineOutput:
     dtype: str | None = None  # weights dtype of the transformers models that generated
 
 
+@dataclass
+class SetInput:
+    """One eval set for the engine: rows to generate on (`chat`), rows for the loss, the variants that run on it."""
+
+    chat: list[dict]
+    rows: list[dict]
+    variants: set[str]
+
+
+@dataclass
+class SetsOutput:
+    sets: dict[str, EngineOutput]
+    retention: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)  # set -> variant -> per row
+    retention_seconds: dict[str, float] = field(default_factory=dict)  # per variant
+
+
 def run_models(recipe: Recipe, variants: list[Variant], chat: list[dict], rows: list[dict],
                tokenizer: "PreTrainedTokenizerBase", backend: str = "hf") -> EngineOutput:
     """Generate on `chat` rows and compute the assistant-token loss on all `rows`, for each generating variant."""
-    out = EngineOutput(backend=backend)
+    inputs = {"": SetInput(chat, rows, {v.name for v in variants})}
+    return run_sets(recipe, variants, inputs, tokenizer, backend).sets[""]
+
+
+def run_sets(recipe: Recipe, variants: list[Variant], inputs: dict[str, SetInput],
+             tokenizer: "PreTrainedTokenizerBase", backend: str = "hf",
+             retention: dict[str, list[dict]] | None = None) -> SetsOutput:
+    """`run_models` for several eval sets with the models loaded once; with `retention`, also the per-row loss of
+    base and tuned on each retention set (`eval.retention`)."""
+    out = SetsOutput({name: EngineOutput(backend=backend) for name in inputs})
     todo = [v for v in variants if v.generates]
-    prompts = [row["prompt"] for row in chat]
-    if out.backend == "vllm":
-        _vllm_generate(recipe, todo, prompts, out)
+    if backend == "vllm":
+        _vllm_generate(recipe, todo, inputs, out.sets)
     shared = [v for v in todo if v.kind in ("base", "adapter")]
     if shared:
         model = _shared_model(recipe, shared)
         for variant in shared:
             with _active(model, variant):
-                _run_one(model, tokenizer, variant, prompts, rows, recipe, out)
+                _run_variant(model, tokenizer, variant, inputs, recipe, out, retention)
         del model
         gc.collect()
     for variant in (v for v in todo if v.kind == "model"):
         model = _merged_model(recipe, variant.source)
-        _run_one(model, tokenizer, variant, prompts, rows, recipe, out)
+        _run_variant(model, tokenizer, variant, inputs, recipe, out, retention)
         del model
         gc.collect()
     return out
+
+
+def _run_variant(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", variant: Variant,
+                 inputs: dict[str, SetInput], recipe: Recipe, out: SetsOutput,
+                 retention: dict[str, list[dict]] | None) -> None:
+    import time
+
+    from eval.loss import row_losses
+
+    for name, item in inputs.items():
+        if variant.name in item.variants:
+            _run_one(model, tokenizer, variant, [row["prompt"] for row in item.chat], item.rows, recipe,
+                     out.sets[name])
+    if retention and variant.name in ("base", "tuned"):
+        started = time.perf_counter()
+        for name, rows in retention.items():
+            out.retention.setdefault(name, {})[variant.name] = row_losses(model, rows, tokenizer.pad_token_id)
+        out.retention_seconds[variant.name] = round(time.perf_counter() - started, 2)
 
 
 def _run_one(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", variant: Variant, prompts: list[str],
@@ -107,8 +149,9 @@ def _merged_model(recipe: Recipe, folder: str) -> "PreTrainedModel":
     return load_model(settings, for_generation=True)
 
 
-def _vllm_generate(recipe: Recipe, variants: list[Variant], prompts: list[str], out: EngineOutput) -> None:
-    """Every variant's answers from vLLM: one engine for base + adapters, one per merged model folder."""
+def _vllm_generate(recipe: Recipe, variants: list[Variant], inputs: dict[str, SetInput],
+                   outs: dict[str, EngineOutput]) -> None:
+    """Every variant's answers on every set from vLLM: one engine for base + adapters, one per merged model folder."""
     import torch
 
     from eval.backends import VllmEngine
@@ -124,6 +167,9 @@ def _vllm_generate(recipe: Recipe, variants: list[Variant], prompts: list[str], 
                             trust_remote_code=recipe.model.trust_remote_code)
         for variant in group:
             adapter = (variant.name, variant.source) if variant.kind == "adapter" else None
-            out.generations[variant.name] = engine.generate(prompts, adapter)
+            for name, item in inputs.items():
+                if variant.name in item.variants:
+                    outs[name].generations[variant.name] = engine.generate([r["prompt"] for r in item.chat], adapter)
         engine.close()
-    out.gpus = torch.cuda.device_count()
+    for out in outs.values():
+        out.gpus = torch.cuda.device_count()

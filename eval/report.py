@@ -88,7 +88,8 @@ def render_markdown(name: str, results: dict[str, Any], predictions: list[dict],
              f"{results.get('generation_rows', results['rows'])} held-out rows generated, {results['rows']} for the "
              f"loss; variants: {', '.join(variants)}; backend {results.get('backend', 'hf')}. "
              f"Intervals: paired bootstrap, {results['settings']['confidence']:.0%}; * = the interval excludes 0.",
-             "", "## Metrics", "", "| metric | " + " | ".join(variants) + " |",
+             *_markdown_gate(results), "", "## Metrics" + _set_title(results), "",
+             "| metric | " + " | ".join(variants) + " |",
              "|---|" + "---|" * len(variants)]
     for key in _metric_keys(results):
         lines.append(f"| {key} | " + " | ".join(_f(results["models"][v].get(key)) for v in variants) + " |")
@@ -111,8 +112,55 @@ def render_markdown(name: str, results: dict[str, Any], predictions: list[dict],
     return "\n".join(lines)
 
 
+def _set_title(results: dict[str, Any]) -> str:
+    return f" (eval set {results['set']})" if len(results.get("sets", {})) > 1 else ""
+
+
+def _markdown_gate(results: dict[str, Any]) -> list[str]:
+    """The promotion verdict, first thing in the report."""
+    gate = results.get("gate")
+    if not gate:
+        return []
+    return ["", "## Verdict", "", f"**{gate['decision']}**: {gate['reason']}"]
+
+
+def _markdown_sets(results: dict[str, Any]) -> list[str]:
+    """A section per eval set (base vs tuned with paired intervals), then the retention guard."""
+    lines: list[str] = []
+    sets = results.get("sets", {})
+    if len(sets) > 1:
+        for name, block in sets.items():
+            lines += ["", f"## Eval set {name}", "",
+                      f"{block['rows']} rows ({block['generation_rows']} generated)" +
+                      (" — the default set, detailed above" if name == results.get("set") else ""), "",
+                      "| metric | base | tuned | delta | interval | better | worse |", "|---|---|---|---|---|---|---|"]
+            models, comparisons = block["models"], block.get("comparisons", {})
+            tuned, base = models.get("tuned", {}), models.get("base", {})
+            for key, value in tuned.items():
+                if not isinstance(value, float) or key.endswith("_excluded_rows"):
+                    continue
+                c = comparisons.get(key)
+                interval = f"[{_f(c['ci_low'], True)}, {_f(c['ci_high'], True)}]{'*' if c['excludes_zero'] else ''}" \
+                    if c else ""
+                delta = block.get("delta", {}).get(key)
+                lines.append(f"| {key} | {_f(base.get(key))} | {_f(value)} | {_f(delta, True)} | {interval} | "
+                             f"{c['better'] if c else ''} | {c['worse'] if c else ''} |")
+    retention = results.get("retention")
+    if retention:
+        lines += ["", "## Retention (loss on general text)", "",
+                  f"Mean per-row loss of the answer tokens, base vs tuned; a positive delta is a loss increase "
+                  f"(lost general ability). Cost: {retention['seconds']:.1f} s.", "",
+                  "| set | base loss | tuned loss | delta | interval | rows | rows with higher loss |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, r in retention["sets"].items():
+            lines.append(f"| {name} | {_f(r['base_loss'])} | {_f(r['tuned_loss'])} | {_f(r['delta'], True)} | "
+                         f"[{_f(r['ci_low'], True)}, {_f(r['ci_high'], True)}] | {r['rows']} | "
+                         f"{r['rows_higher_loss']} |")
+    return lines
+
+
 def _markdown_extras(results: dict[str, Any]) -> list[str]:
-    lines = []
+    lines = _markdown_sets(results)
     if results.get("judge"):
         lines += ["", "## LLM judge (pairwise, both orders)", "", "| vs | win rate | interval | wins | losses | "
                   "ties | position flips | invalid |", "|---|---|---|---|---|---|---|---|"]
@@ -166,8 +214,8 @@ def render_html(name: str, results: dict[str, Any], predictions: list[dict], inc
              f"{results['rows']} for the loss; variants: {escape(', '.join(variants))}; backend "
              f"{escape(str(results.get('backend', 'hf')))}; written {time.strftime('%Y-%m-%d %H:%M')}. Intervals: "
              f"paired bootstrap over rows, {results['settings']['confidence']:.0%}; <b>bold</b> = the interval of "
-             "the difference excludes 0.</p>",
-             "<h2>Metrics</h2>", _html_metrics(results, variants), "<h2>Tuned minus each other variant</h2>",
+             "the difference excludes 0.</p>", _md_tables_to_html(_markdown_gate(results)),
+             f"<h2>Metrics{escape(_set_title(results))}</h2>", _html_metrics(results, variants), "<h2>Tuned minus each other variant</h2>",
              _html_pairs(results), "<h2>Plots</h2>", _html_plots(results, predictions, variants)]
     notes = _exclusions(results)
     if notes:
@@ -254,7 +302,8 @@ def _html_worst(results: dict[str, Any], predictions: list[dict], include_text: 
 
 
 def _md_tables_to_html(lines: list[str]) -> str:
-    """The judge and general-ability sections: their markdown tables as HTML tables."""
+    """Sections written as markdown (gate, eval sets, retention, judge, general ability): headings, tables and
+    paragraphs as HTML."""
     out, table = [], []
 
     def flush() -> None:
@@ -272,6 +321,11 @@ def _md_tables_to_html(lines: list[str]) -> str:
         flush()
         if line.startswith("## "):
             out.append(f"<h2>{escape(line[3:])}</h2>")
+        elif line.startswith("**") and "**" in line[2:]:
+            strong, _, rest = line[2:].partition("**")
+            out.append(f"<p id=\"verdict\"><b>{escape(strong)}</b>{escape(rest)}</p>")
+        elif line.strip():
+            out.append(f"<p>{escape(line)}</p>")
     flush()
     return "".join(out)
 

@@ -24,15 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def load_heldout(recipe: Recipe, paths: RunPaths) -> list[dict[str, Any]]:
-    from datasets import load_dataset
-
+    """The rows of the default (first) eval set."""
     from data_prep.prepare import check_prepared_data
+    from eval.sets import load_set, selected_sets
 
     check_prepared_data(recipe, paths)
-    rows = load_dataset("parquet", data_files=str(paths.heldout_data), split="train").to_list()
-    if not rows:
-        raise TailorError(f"{paths.heldout_data} has no rows: raise data.heldout_fraction or add data.")
-    return rows[: recipe.eval.max_rows]
+    return load_set(recipe, paths, selected_sets(recipe)[0])
 
 
 def plan_variants(recipe: Recipe, paths: RunPaths, chat: list[dict], adapter: Path | None = None,
@@ -59,37 +56,97 @@ def plan_variants(recipe: Recipe, paths: RunPaths, chat: list[dict], adapter: Pa
 
 def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None = None,
              compare_runs: list[str] = (), prediction_files: list[str] = ()) -> dict[str, Any]:
-    """Evaluate every variant; return the results written to `eval/results.json`."""
+    """Evaluate every variant on every selected eval set; return the results written to `eval/results.json`.
+
+    The first set is the default one: other runs, predictions files and the judge are compared on it, and its
+    block also fills the top-level keys (`models`, `comparisons`, ...). Every set has its block in `sets`."""
+    from data_prep.prepare import check_prepared_data
     from eval.backends import resolve_backend
     from eval.cost import CostMeter
-    from eval.engine import run_models
+    from eval.engine import SetInput, run_sets
+    from eval.gate import gate_set, verdict
     from eval.general import check_available
+    from eval.retention import load_retention, summarize
+    from eval.sets import load_set, selected_sets
     from tailor.models import load_tokenizer
 
     meter = CostMeter()
     paths = run_paths(recipe)
-    rows = load_heldout(recipe, paths)
-    chat = [row for row in rows if row["prompt"]]  # plain-text rows (continued pretraining) get loss only
-    check_applicable(chat, recipe)
+    check_prepared_data(recipe, paths)
+    names = selected_sets(recipe)
+    gate = recipe.eval.gate
+    gated = gate_set(gate, recipe.data.set_names()) if gate else None
+    if gate and gated not in names:
+        raise TailorError(f"eval.gate reads set {gated!r}, which this run does not evaluate (sets: "
+                          f"{', '.join(names)}); add it to EVAL_SETS / eval.sets.")
+    if gate and gate.metric not in metric_names(recipe):
+        raise TailorError(f"eval.gate.metric {gate.metric!r} is not one of eval.metrics or eval.custom_metrics "
+                          f"({', '.join(metric_names(recipe))}).")
+    rows = {name: load_set(recipe, paths, name) for name in names}
+    chats = {name: [row for row in rows[name] if row["prompt"]] for name in names}  # text rows: loss only
+    for name in names:
+        check_applicable(chats[name], recipe)
     check_available(recipe)
     backend = resolve_backend(recipe.eval)
-    variants = plan_variants(recipe, paths, chat, adapter, model_dir, compare_runs, prediction_files)
+    primary = names[0]
+    variants = plan_variants(recipe, paths, chats[primary], adapter, model_dir, compare_runs, prediction_files)
     tuned = next(v for v in variants if v.name == "tuned")
     tokenizer = load_tokenizer(recipe.model, source=tuned.source)
     precision = _generation_precision(recipe, backend)
-    engine = run_models(recipe, variants, chat, rows, tokenizer, backend)
+    plain = {v.name for v in variants if v.name in ("base", "tuned")}
+    inputs = {name: SetInput(chats[name], rows[name], {v.name for v in variants} if name == primary else plain)
+              for name in names}
+    retention_rows = load_retention(recipe, tokenizer)
+    engine = run_sets(recipe, variants, inputs, tokenizer, backend, retention_rows)
 
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    blocks, outputs = {}, {}
+    for name in names:
+        set_variants = [v for v in variants if v.name in inputs[name].variants]
+        blocks[name], outputs[name] = _score_set(recipe, set_variants, chats[name], rows[name], engine.sets[name],
+                                                 count_tokens)
+    head = engine.sets[primary]
+    results: dict[str, Any] = {"set": primary, "rows": len(rows[primary]), "generation_rows": len(chats[primary]),
+                               "adapter": None, "model": None, "backend": head.backend, "variants": {},
+                               "models": {}, "seconds": {},
+                               "precision": {**precision, "dtype": head.dtype or precision.get("dtype")}}
+    results["adapter" if tuned.kind == "adapter" else "model"] = tuned.source
+    results["variants"] = {v.name: v.describe() for v in variants}
+    results.update(blocks[primary])
+    results["sets"] = blocks
+    others = [v.name for v in variants if v.name != "tuned"]
+    if recipe.eval.judge is not None:
+        results["judge"] = _judge(recipe, chats[primary], outputs[primary]["answers"], others)
+    if recipe.eval.general_tasks:
+        results["general"] = _general(recipe, tuned)
+    if retention_rows:
+        results["retention"] = summarize(recipe, engine.retention, engine.retention_seconds)
+    if gate:
+        results["gate"] = verdict(results, gate, gated)
+    generations = {f"{n}" if name == primary else f"{n}@{name}": g for name in names
+                   for n, g in engine.sets[name].generations.items()}
+    results["cost"] = meter.summary(max(o.gpus for o in engine.sets.values()),
+                                    {n: {"tokens": sum(g.new_tokens), "seconds": g.seconds}
+                                     for n, g in generations.items()})
+    results["settings"] = recipe.eval.model_dump(mode="json")
+    results["hashes"] = _hashes(recipe, paths, variants)
+    results["metric_names"] = metric_names(recipe)
+
+    _write(paths, recipe, results, chats, outputs)
+    return results
+
+
+def _score_set(recipe: Recipe, variants: list[Variant], chat: list[dict], rows: list[dict], engine: Any,
+               count_tokens: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One set's block of results.json (rows, per-variant metrics, paired comparisons, worst regressions) and its
+    per-row outputs (raw, answers, thinking, scores) for predictions.jsonl."""
     raw: dict[str, list[str | None]] = {}
     answers: dict[str, list[str | None]] = {}
     thinking: dict[str, list[str | None]] = {}
     per_row: dict[str, list[dict]] = {}
-    results: dict[str, Any] = {"rows": len(rows), "generation_rows": len(chat), "adapter": None, "model": None,
-                               "backend": engine.backend, "variants": {}, "models": {}, "seconds": {},
-                               "precision": {**precision, "dtype": engine.dtype or precision.get("dtype")}}
-    results["adapter" if tuned.kind == "adapter" else "model"] = tuned.source
+    block: dict[str, Any] = {"rows": len(rows), "generation_rows": len(chat), "models": {}, "seconds": {}}
     for variant in variants:
         gen = engine.generations.get(variant.name)
         raw[variant.name] = gen.texts if gen else list(variant.outputs or [])
@@ -101,32 +158,19 @@ def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None
         metrics = {"loss": loss["loss"], "perplexity": loss["perplexity"]} if loss else {}
         metrics.update(summary)
         metrics.update(thinking_summary([s for s in splits if s], count_tokens))
-        results["models"][variant.name] = metrics
-        results["variants"][variant.name] = variant.describe()
+        block["models"][variant.name] = metrics
         if gen:
-            results["seconds"][variant.name] = round(gen.seconds, 1)
-
-    others = [v.name for v in variants if v.name != "tuned"]
-    results["pairs"], results["worst"] = {}, {}
-    for name in others:
-        results["pairs"][name], results["worst"][name] = compare_pair(per_row[name], per_row["tuned"], chat, recipe)
-    if "base" in results["models"]:
-        results["delta"] = {k: results["models"]["tuned"][k] - results["models"]["base"][k]
-                            for k, v in results["models"]["tuned"].items()
-                            if isinstance(v, float) and isinstance(results["models"]["base"].get(k), float)}
-        results["comparisons"], results["worst_regressions"] = compare(per_row, chat, recipe)
-    if recipe.eval.judge is not None:
-        results["judge"] = _judge(recipe, chat, answers, others)
-    if recipe.eval.general_tasks:
-        results["general"] = _general(recipe, tuned)
-    results["cost"] = meter.summary(engine.gpus, {n: {"tokens": sum(g.new_tokens), "seconds": g.seconds}
-                                                  for n, g in engine.generations.items()})
-    results["settings"] = recipe.eval.model_dump(mode="json")
-    results["hashes"] = _hashes(recipe, paths, variants)
-    results["metric_names"] = metric_names(recipe)
-
-    _write(paths, recipe, results, chat, [v.name for v in variants], raw, answers, thinking, per_row)
-    return results
+            block["seconds"][variant.name] = round(gen.seconds, 1)
+    block["pairs"], block["worst"] = {}, {}
+    for name in (v.name for v in variants if v.name != "tuned"):
+        block["pairs"][name], block["worst"][name] = compare_pair(per_row[name], per_row["tuned"], chat, recipe)
+    if "base" in block["models"]:
+        block["delta"] = {k: block["models"]["tuned"][k] - block["models"]["base"][k]
+                          for k, v in block["models"]["tuned"].items()
+                          if isinstance(v, float) and isinstance(block["models"]["base"].get(k), float)}
+        block["comparisons"], block["worst_regressions"] = compare(per_row, chat, recipe)
+    return block, {"names": [v.name for v in variants], "raw": raw, "answers": answers, "thinking": thinking,
+                   "per_row": per_row}
 
 
 def _generation_precision(recipe: Recipe, backend: str) -> dict[str, Any]:
@@ -171,28 +215,51 @@ def _hashes(recipe: Recipe, paths: RunPaths, variants: list[Variant]) -> dict[st
     return hashes
 
 
-def _write(paths: RunPaths, recipe: Recipe, results: dict, chat: list[dict], names: list[str],
-           raw: dict, answers: dict, thinking: dict, per_row: dict) -> None:
-    from eval.report import write_reports
-
+def _predictions(chat: list[dict], out: dict[str, Any]) -> list[dict]:
     predictions = []
     for i, row in enumerate(chat):
         item = {"id": row["id"], "prompt": row["prompt"], "reference": row["reference"]}
-        for name in names:
-            item[name] = raw[name][i]
-            if thinking[name][i] is not None:
-                item[f"{name}_thinking"], item[f"{name}_answer"] = thinking[name][i], answers[name][i]
-            item[f"{name}_scores"] = per_row[name][i]
+        for name in out["names"]:
+            item[name] = out["raw"][name][i]
+            if out["thinking"][name][i] is not None:
+                item[f"{name}_thinking"], item[f"{name}_answer"] = out["thinking"][name][i], out["answers"][name][i]
+            item[f"{name}_scores"] = out["per_row"][name][i]
         predictions.append(item)
+    return predictions
+
+
+def _write(paths: RunPaths, recipe: Recipe, results: dict, chats: dict[str, list[dict]],
+           outputs: dict[str, dict[str, Any]]) -> None:
+    """predictions.jsonl (default set), sets/<name>/predictions.jsonl (every set), results.json, the reports, and
+    the eval stage in run.json."""
+    from eval.report import write_reports
+
+    primary = results["set"]
+    predictions = _predictions(chats[primary], outputs[primary])
     with atomic_dir(paths.eval_dir) as tmp:  # predictions, results and reports appear together or not at all
         (tmp / paths.predictions.name).write_text(
             "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8")
+        for name, chat in chats.items():
+            folder = tmp / "sets" / name
+            folder.mkdir(parents=True)
+            (folder / paths.predictions.name).write_text("".join(
+                json.dumps(p, ensure_ascii=False) + "\n" for p in _predictions(chat, outputs[name])),
+                encoding="utf-8")
         (tmp / paths.results.name).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
         write_reports(tmp, recipe.name, results, predictions)
+    sets = {name: {"rows": block["rows"], "delta": block.get("delta", {}),
+                   "intervals": {m: [c["ci_low"], c["ci_high"]] for m, c in block.get("comparisons", {}).items()}}
+            for name, block in results["sets"].items()}
     update_record(paths, "eval", {"results": str(paths.results), "models": results["models"],
                                   "delta": results.get("delta", {}), "cost": results["cost"],
-                                  "precision": results["precision"]})
+                                  "precision": results["precision"], "sets": sets,
+                                  "retention": results.get("retention"), "gate": _gate_record(results)})
+
+
+def _gate_record(results: dict[str, Any]) -> dict[str, Any] | None:
+    gate = results.get("gate")
+    return None if gate is None else {k: gate[k] for k in ("decision", "promote", "reason", "set")}
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -232,6 +299,25 @@ def format_table(results: dict[str, Any]) -> str:
         speed = ", ".join(f"{n} {g['tokens_per_second']} tok/s" for n, g in cost["generation"].items())
         lines.append(f"cost: {cost['wall_seconds']:.0f} s, {cost['gpu_hours']:.4f} GPU-h, {cost['cpu_hours']:.4f} "
                      f"CPU-h; {speed}")
+    return "\n".join(lines)
+
+
+def format_sets(results: dict[str, Any]) -> str:
+    """The other eval sets' tables (base vs tuned), the retention guard and the gate verdict, for the terminal."""
+    lines = []
+    for name, block in results.get("sets", {}).items():
+        if name == results.get("set"):
+            continue
+        lines += [f"eval set {name} ({block['rows']} rows):", format_table({**block, "cost": None, "pairs": {}})]
+    retention = results.get("retention")
+    if retention:
+        lines.append(f"retention (loss on general text, tuned - base; {retention['seconds']:.1f} s):")
+        for name, r in retention["sets"].items():
+            lines.append(f"  {name:<22}{r['base_loss']:>9.3f}{r['tuned_loss']:>9.3f}{r['delta']:>+9.3f}   "
+                         f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]   {r['rows']} rows")
+    gate = results.get("gate")
+    if gate:
+        lines.append(f"gate: {gate['decision']}: {gate['reason']}")
     return "\n".join(lines)
 
 

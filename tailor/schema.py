@@ -413,6 +413,8 @@ class Recipe(Strict):
             if name not in names:
                 raise ValueError(f"eval.sets names {name!r}, which is not an eval set of this recipe "
                                  f"(sets: {', '.join(names)})")
+        if self.eval.retention is not None and not self.eval.compare_base:
+            raise ValueError("eval.retention compares tuned with base: it needs eval.compare_base: true")
         gate = self.eval.gate
         if gate is None:
             return self
