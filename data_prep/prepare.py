@@ -87,10 +87,13 @@ def prepare(recipe: Recipe, force: bool = False) -> dict[str, Any]:
         try:
             sets = collect_sets(recipe, renderer, Path(work), collected.rejected)
             remove_overlaps(recipe, collected, plan, sets)
+            if not len(plan.train):
+                raise TailorError(f"data: no training row is left: every one overlaps an eval set "
+                                  f"({', '.join(sets)}). Each removed row is listed with file, line and the set row "
+                                  f"it overlaps in {paths.rejected}.")
         except TailorError:
             _write_rejected_only(paths, collected)
             raise
-        _check_counts(recipe, paths, collected, plan)
         try:
             with atomic_dir(paths.data_dir) as tmp:
                 manifest = _assemble(recipe, renderer, collected, plan, tmp, sets)

@@ -111,6 +111,11 @@ def check(recipe: Recipe, args: argparse.Namespace) -> None:
         if source.path is not None and not Path(source.path).exists():
             raise TailorError(f"{args.recipe}: data.sources[{index}].path: file {source.path} does not exist "
                               f"(paths are relative to the recipe file that names them).")
+    for name, sources in recipe.data.eval_sets.items():
+        for index, source in enumerate(sources):
+            if source.path is not None and not Path(source.path).exists():
+                raise TailorError(f"{args.recipe}: data.eval_sets.{name}[{index}].path: file {source.path} does not "
+                                  "exist (paths are relative to the recipe file that names them).")
     if recipe.data.template and not Path(recipe.data.template).is_file():
         raise TailorError(f"{args.recipe}: data.template: file {recipe.data.template} does not exist.")
     check_model_source(recipe.model)

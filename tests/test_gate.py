@@ -3,8 +3,6 @@ data -> train -> eval end to end on the tiny model with two named sets (one CSV)
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
@@ -88,11 +86,14 @@ def sets_run(tmp_path_factory, tiny_qwen25: Path):
                                     GATE)
     text = text.replace("training: {max_steps: 2,", "training: {max_steps: 1, lr: 1.0e-12, warmup_ratio: 0,")
     write(path, text)
-    for module in ("data_prep", "train"):
-        result = run_stage(module, str(path))
-        assert result.returncode == 0, f"{module} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    from data_prep.prepare import prepare
+    from train.run import train
+
+    recipe = load_recipe(path)
+    prepare(recipe)  # in-process: the CLI stages are covered by test_pipeline.py
+    train(recipe)
     evaluated = run_stage("eval", str(path), "tracking.mode=offline", "--gate")
-    return path, load_recipe(path), evaluated
+    return path, recipe, evaluated
 
 
 def test_every_set_is_scored_and_the_gate_holds_with_exit_code_3(sets_run) -> None:
@@ -145,23 +146,35 @@ def test_wandb_eval_run_holds_per_set_metrics_and_the_verdict(sets_run) -> None:
     assert "eval/retention/gsm8k/delta" in summary
 
 
-def test_eval_sets_limits_a_run(sets_run) -> None:
+def test_eval_sets_env_and_recipe_key_limit_a_run(tmp_path: Path, tiny_qwen25: Path, monkeypatch) -> None:
+    from eval.sets import selected_sets
+    from tailor.errors import TailorError
+
+    path = sets_recipe(tmp_path, tiny_qwen25, chat_rows(4), csv_rows(2), chat_rows(2, offset=50))
+    assert selected_sets(load_recipe(path)) == ["heldout", "test", "hard"]
+    assert selected_sets(load_recipe(path, ["eval.sets=[hard, test]"])) == ["hard", "test"]
+    monkeypatch.setenv("EVAL_SETS", "test, hard,test")
+    assert selected_sets(load_recipe(path, ["eval.sets=[heldout]"])) == ["test", "hard"]  # the environment wins
+    monkeypatch.setenv("EVAL_SETS", "easy")
+    with pytest.raises(TailorError, match="EVAL_SETS=easy: 'easy' is not an eval set of this recipe"):
+        selected_sets(load_recipe(path))
+
+
+def test_gate_on_a_set_left_out_and_gate_flag_without_gate_are_errors(sets_run, monkeypatch) -> None:
     path, recipe, _ = sets_run
-    env_before = os.environ.get("EVAL_SETS")
-    os.environ["EVAL_SETS"] = "hard"
-    try:
-        wrong = run_stage("eval", str(path), "tracking.mode=disabled")
-        assert wrong.returncode == 2 and "eval.gate reads set 'test'" in wrong.stderr
-        only = run_stage("eval", str(path), "tracking.mode=disabled", "eval.gate=null", "eval.retention=null")
-        assert only.returncode == 0, only.stderr[-3000:]
-    finally:
-        if env_before is None:
-            os.environ.pop("EVAL_SETS")
-        else:
-            os.environ["EVAL_SETS"] = env_before
-    results = read_json(run_paths(recipe).results)
-    assert list(results["sets"]) == ["hard"] and results["set"] == "hard" and results["rows"] == 5
-    assert "gate" not in results and "retention" not in results
-    no_gate = run_stage("eval", str(path), "tracking.mode=disabled", "eval.gate=null", "eval.sets=[test]", "--gate")
-    assert no_gate.returncode == 2 and "--gate needs eval.gate" in no_gate.stderr
-    json.loads(run_paths(recipe).results.read_text())  # still the last complete results
+    from eval.run import evaluate
+    from tailor.errors import TailorError
+
+    monkeypatch.setenv("EVAL_SETS", "hard")
+    with pytest.raises(TailorError, match="eval.gate reads set 'test', which this run does not evaluate"):
+        evaluate(recipe)
+    monkeypatch.delenv("EVAL_SETS")
+    with pytest.raises(TailorError, match="eval.gate.metric 'token_f1' is not one of eval.metrics"):
+        evaluate(load_recipe(path, ["eval.gate.metric=token_f1"]))
+    import argparse
+
+    from eval.__main__ import stage
+
+    with pytest.raises(TailorError, match="--gate needs eval.gate"):
+        stage(load_recipe(path, ["eval.gate=null"]), argparse.Namespace(adapter=None, model=None, gate=True,
+                                                                         compare_run=None, predictions=None))
