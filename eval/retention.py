@@ -26,14 +26,18 @@ def available() -> list[str]:
 
 def load_retention(recipe: Recipe, tokenizer: Any) -> dict[str, list[dict[str, Any]]]:
     """Each retention set rendered for the loss: {name: [{id, input_ids, assistant_masks}, ...]} (the first
-    `eval.retention.max_rows` rows; rows cut by training.max_length keep the answer tokens that fit)."""
+    `eval.retention.max_rows` rows; a row cut by eval.retention.max_length keeps the answer tokens that fit, one
+    with none left is skipped)."""
     from data_prep.prepare import renderer_for
 
     settings = recipe.eval.retention
     if settings is None:
         return {}
+    from data_prep.formats import RowError
+
     renderer = renderer_for(recipe, tokenizer)
     out: dict[str, list[dict[str, Any]]] = {}
+    skipped: dict[str, int] = {}
     for name in settings.sets:
         path = GENERAL_DIR / f"{name}.jsonl"
         if not path.is_file():
@@ -45,9 +49,16 @@ def load_retention(recipe: Recipe, tokenizer: Any) -> dict[str, list[dict[str, A
                 break
             item = json.loads(line)
             messages = [{"role": "user", "content": item["question"]}, {"role": "assistant", "content": item["answer"]}]
-            arrays = renderer.render_arrays(messages, recipe.training.max_length)
+            try:
+                arrays = renderer.render_arrays(messages, settings.max_length)
+            except RowError:  # no answer token within max_length
+                skipped[name] = skipped.get(name, 0) + 1
+                continue
             rows.append({"id": f"{name}:{number}", "input_ids": arrays.input_ids.tolist(),
                          "assistant_masks": arrays.assistant_masks.tolist()})
+        if not rows:
+            raise TailorError(f"eval.retention: no row of {name} fits eval.retention.max_length={settings.max_length} "
+                              f"with an answer token; raise it.")
         out[name] = rows
     return out
 
@@ -68,4 +79,4 @@ def summarize(recipe: Recipe, losses: dict[str, dict[str, list[float | None]]],
                       "rows": comparison["n"], "excluded": comparison["excluded"],
                       "rows_higher_loss": comparison["better"], "rows_lower_loss": comparison["worse"]}
     return {"sets": sets, "seconds": round(sum(seconds.values()), 2), "seconds_by_variant": seconds,
-            "max_length": recipe.training.max_length}
+            "max_length": recipe.eval.retention.max_length if recipe.eval.retention else None}
