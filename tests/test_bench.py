@@ -139,7 +139,8 @@ ROW = re.compile(r"^(lora|qlora)\s+(tailor|trl-tuned|trl-defaults)\s+(\d+)\s+([\
                  r"([\d.]+)GB\s+([\d.]+)\s+([\d.]+)%", re.M)
 
 
-@pytest.mark.parametrize("methods", [("lora",), pytest.param(("lora", "qlora"), marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~15 s each; `make bench` itself runs the same code
+@pytest.mark.parametrize("methods", [("lora",), ("lora", "qlora")])
 def test_one_step_bench_prints_three_rows_and_ratios(methods: tuple[str, ...], tiny_qwen25: Path, tmp_path: Path,
                                                      capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole bench at 1 step, all rows in this process, on the tiny Qwen2.5: nothing is recorded (QLoRA rows in

@@ -127,7 +127,8 @@ def test_save_to_disk_folder_source(tmp_path: Path, tiny_qwen25: Path) -> None:
 SLOW = pytest.mark.slow  # ~9 s each; a data-file change is also covered by test_data_prep's cache test
 
 
-@pytest.mark.parametrize("change", ["recipe data section", "tokenizer template", pytest.param("data file", marks=SLOW),
+@pytest.mark.parametrize("change", ["recipe data section", pytest.param("tokenizer template", marks=SLOW),
+                                    pytest.param("data file", marks=SLOW),
                                     pytest.param("template file", marks=SLOW),
                                     pytest.param("data_prep code", marks=SLOW)])
 def test_cache_is_invalidated_by_each_input(change: str, tmp_path: Path, tiny_qwen25: Path, monkeypatch) -> None:

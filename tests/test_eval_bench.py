@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from eval.bench import SECTION, TABLE, main, record
 
 
+@pytest.mark.slow  # ~16 s; `make bench-eval` runs the same code
 def test_bench_eval_tiny(tiny_qwen25: Path, tmp_path: Path, capsys) -> None:
     target = tmp_path / "BENCHMARKS.md"
     old_table = "| date | model | rows | batch | max new | tailor | loop | ratio | output mismatches |"

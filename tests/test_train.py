@@ -71,6 +71,7 @@ def test_loss_regression_pinned_values(tiny_recipe) -> None:
     assert json.loads((adapter / "recipe.json").read_text())["name"] == "tiny"
 
 
+@pytest.mark.slow  # ~20 s; eval_steps alone is covered by test_pipeline (W&B eval/loss, eval_loss_history)
 def test_held_out_loss_during_training_and_keep_best(tiny_recipe) -> None:
     """training.eval_steps scores fixed held-out rows every N steps without changing the training itself (same
     pinned losses); keep_best saves the adapter of the checkpoint with the lowest held-out loss."""
