@@ -69,9 +69,11 @@ def probe_prompts(paths: RunPaths, tokenizer: Any) -> list[list[int]]:
 
     rows: list[list[int]] = []
     for file in [paths.heldout_data, *sorted((paths.data_dir / "eval").glob("*.parquet"))]:  # hash split, named sets
-        if file.is_file() and not rows:
+        if file.is_file():
             table = pq.read_table(file, columns=["input_ids"])
             rows = [list(ids)[:PROBE_TOKENS] for ids in table.column("input_ids").to_pylist()[:PROBES]]
+        if rows:
+            break
     if not rows:
         texts = ["Hello! Please summarise this in one sentence.", "What is 17 times 23?",
                  "Write a JSON object with keys name and age.", "Translate 'good morning' into French."]
