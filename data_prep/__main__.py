@@ -35,7 +35,8 @@ def _track(recipe: Recipe, manifest: dict) -> None:
     if recipe.tracking.log_samples:
         from datasets import load_dataset
 
-        rows = load_dataset("parquet", data_files=str(paths.heldout_data), split="train").select_columns(
+        first = paths.eval_set_data(recipe.data.set_names()[0])
+        rows = load_dataset("parquet", data_files=str(first), split="train").select_columns(
             ["id", "prompt", "reference"]).to_list()[:50]
         run.log({"data/heldout_samples": wandb.Table(columns=["id", "prompt", "reference"],
                                                       data=[[r["id"], r["prompt"], r["reference"]] for r in rows])})

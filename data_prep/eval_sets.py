@@ -137,7 +137,8 @@ def write_sets(sets: dict[str, EvalSet], out: Path, audit: Any) -> dict[str, dic
 
     schema = output_schema(heldout=True)
     columns = [f.name for f in schema] + WORK_COLUMNS
-    (out / "eval").mkdir(exist_ok=True)
+    if sets:
+        (out / "eval").mkdir(exist_ok=True)
     info: dict[str, dict[str, Any]] = {}
     for name, eval_set in sets.items():
         c = eval_set.collected

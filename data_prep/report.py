@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from tailor.runs import run_paths
-from tailor.schema import Recipe
+from tailor.schema import HASH_SPLIT_SET, Recipe
 
 
 def print_summary(recipe: Recipe, manifest: dict[str, Any]) -> None:
     rows, tokens = manifest["rows"], manifest["tokens"]
     paths = run_paths(recipe)
-    print(f"data: {rows['read']} rows read -> {rows['train']} train, {rows['heldout']} held-out, "
-          f"{rows['rejected']} rejected ({rows['bad']} bad)")
+    named = sum(info["rows"] for name, info in manifest.get("eval_sets", {}).items() if name != HASH_SPLIT_SET)
+    sides = [f"{rows['train']} train"] + ([f"{rows['heldout']} held-out"] if recipe.data.hash_split else []) + \
+        ([f"{named} in named eval sets"] if recipe.data.eval_sets else [])
+    print(f"data: {rows['read']} rows read -> {', '.join(sides)}, {rows['rejected']} rejected ({rows['bad']} bad)")
     print(f"      {tokens['train_total']} train tokens, {tokens['train_trained']} trained "
           f"({tokens['train_trained'] / max(tokens['train_total'], 1):.0%}), "
           f"{tokens['train_truncated_rows']} truncated rows")

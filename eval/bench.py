@@ -37,7 +37,8 @@ TABLE = ["| date | model | dtype | rows | batch | max new | tailor (sorted batch
 
 
 def load_prompts(recipe_file: str, rows: int, model: str | None, sets: list[str]) -> tuple[Any, list[str]]:
-    """The recipe (demo by default) and its first `rows` held-out prompts, prepared (cached) by the data stage."""
+    """The recipe (demo by default) and the first `rows` prompts of its first eval set, prepared (cached) by the
+    data stage."""
     from data_prep.prepare import prepare
     from tailor.recipe import load_recipe
 
@@ -51,7 +52,8 @@ def load_prompts(recipe_file: str, rows: int, model: str | None, sets: list[str]
 
     from tailor.runs import run_paths
 
-    heldout = load_dataset("parquet", data_files=str(run_paths(recipe).heldout_data), split="train")
+    first = run_paths(recipe).eval_set_data(recipe.data.set_names()[0])  # the demo's fixed test file
+    heldout = load_dataset("parquet", data_files=str(first), split="train")
     prompts = [p for p in heldout["prompt"] if p][:rows]
     return recipe, prompts
 

@@ -1,5 +1,7 @@
-"""report.md and report.html of the eval stage: every variant's metrics, tuned-vs-other differences with paired
-intervals, better/worse counts, exclusions, plots (inline SVG), worst regressions, cost, settings and hashes.
+"""report.md and report.html of the eval stage: the verdict, every variant's metrics, tuned-vs-other differences with
+paired intervals, better/worse counts, exclusions, plots (inline SVG; a 0/1 metric as a proportion with its Wilson
+interval), a section per eval set, per-label F1 and the most confused labels (classification), a sample of
+predictions, worst regressions, and cost, settings and hashes as tables.
 
 `include_text=False` leaves out every prompt, reference and output (what goes to W&B unless
 tracking.log_samples is on): only numbers and row ids remain.
@@ -7,13 +9,13 @@ tracking.log_samples is on): only numbers and row ids remain.
 
 from __future__ import annotations
 
-import json
 import time
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from eval import svg
+from eval.stats import wilson_interval
 from tailor.runs import atomic_write_text
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
@@ -105,11 +107,55 @@ def render_markdown(name: str, results: dict[str, Any], predictions: list[dict],
     if notes:
         lines += ["", "## Exclusions", ""] + [f"- {n}" for n in notes]
     lines += _markdown_extras(results)
+    if include_text:
+        lines += ["", "## Sample predictions", ""] + _markdown_samples(results, predictions)
     lines += ["", "## Worst regressions", ""] + _markdown_worst(results, predictions, include_text)
-    lines += ["", "## Cost", "", "```json", json.dumps(results.get("cost", {}), indent=2), "```",
-              "", "## Settings", "", "```json", json.dumps(results.get("settings", {}), indent=2), "```",
-              "", "## Hashes", "", "```json", json.dumps(results.get("hashes", {}), indent=2), "```", ""]
-    return "\n".join(lines)
+    for title, key in TABLES:
+        lines += ["", f"## {title}", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in flatten(results.get(key, {}))]
+    return "\n".join(lines + [""])
+
+
+TABLES = (("Cost", "cost"), ("Settings", "settings"), ("Hashes", "hashes"))
+SAMPLE_ROWS = 8
+
+
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts as (dotted key, value) rows; lists joined with commas; numbers rounded for reading."""
+    if isinstance(value, dict):
+        rows: list[tuple[str, str]] = []
+        for key, item in value.items():
+            rows += flatten(item, f"{prefix}.{key}" if prefix else str(key))
+        return rows if rows or not prefix else [(prefix, "-")]
+    if isinstance(value, (list, tuple)):
+        text = ", ".join(str(v) for v in value) if value else "-"
+    elif isinstance(value, float):
+        text = f"{value:.6g}"
+    else:
+        text = "-" if value is None else str(value)
+    return [(prefix, text)]
+
+
+def sample_rows(predictions: list[dict], count: int = SAMPLE_ROWS) -> list[dict]:
+    """A fixed, evenly spaced sample of the default set's rows (the same rows on every run of the set)."""
+    if len(predictions) <= count:
+        return predictions
+    return [predictions[i * len(predictions) // count] for i in range(count)]
+
+
+def _scores_text(scores: dict | None) -> str:
+    return ", ".join(f"{k} {_f(v)}" for k, v in (scores or {}).items())
+
+
+def _markdown_samples(results: dict[str, Any], predictions: list[dict]) -> list[str]:
+    variants = _variants(results)
+    lines = [f"{min(len(predictions), SAMPLE_ROWS)} of {len(predictions)} rows, evenly spaced (local report only; "
+             "W&B gets row text only with tracking.log_samples).", ""]
+    for row in sample_rows(predictions):
+        lines.append(f"- `{row['id']}` reference: `{_short(row.get('reference'))}`")
+        for name in variants:
+            lines.append(f"  - {name}: `{_short(row.get(name))}` ({_scores_text(row.get(f'{name}_scores'))})")
+    return lines
 
 
 def _set_title(results: dict[str, Any]) -> str:
@@ -159,8 +205,33 @@ def _markdown_sets(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _markdown_classification(results: dict[str, Any]) -> list[str]:
+    """Per-label F1 of every variant and the most confused (reference -> answer) pairs, from the classification
+    report of the default set."""
+    reports = {v: m["classification_report"] for v, m in results["models"].items()
+               if isinstance(m.get("classification_report"), dict)}
+    if not reports:
+        return []
+    variants = [v for v in _variants(results) if v in reports]
+    labels = list(next(iter(reports.values()))["per_label"])
+    lines = ["", "## Classification per label" + _set_title(results), "",
+             "| label | rows | " + " | ".join(f"{v} F1" for v in variants) + " |", "|---|---|" + "---|" * len(variants)]
+    for label in labels:
+        support = reports[variants[0]]["per_label"][label]["support"]
+        lines.append(f"| {label} | {support:.0f} | " + " | ".join(
+            _f(reports[v]["per_label"][label]["f1"]) for v in variants) + " |")
+    lines += ["", "Most confused labels (reference -> answer, rows):", "", "| model | reference | answer | rows |",
+              "|---|---|---|---|"]
+    for variant in variants:
+        pairs = [(ref, pred, n) for ref, row in reports[variant]["confusion"].items() for pred, n in row.items()
+                 if pred != ref and n > 0]
+        for ref, pred, n in sorted(pairs, key=lambda p: -p[2])[:5]:
+            lines.append(f"| {variant} | {ref} | {pred} | {n} |")
+    return lines
+
+
 def _markdown_extras(results: dict[str, Any]) -> list[str]:
-    lines = _markdown_sets(results)
+    lines = _markdown_classification(results) + _markdown_sets(results)
     if results.get("judge"):
         lines += ["", "## LLM judge (pairwise, both orders)", "", "| vs | win rate | interval | wins | losses | "
                   "ties | position flips | invalid |", "|---|---|---|---|---|---|---|---|"]
@@ -224,9 +295,13 @@ def render_html(name: str, results: dict[str, Any], predictions: list[dict], inc
     extras = _markdown_extras(results)
     if extras:
         parts.append(_md_tables_to_html(extras))
+    if include_text:
+        parts += ["<h2>Sample predictions</h2>", _html_samples(results, predictions)]
     parts += ["<h2>Worst regressions</h2>", _html_worst(results, predictions, include_text)]
-    for title, key in (("Cost", "cost"), ("Settings", "settings"), ("Hashes", "hashes")):
-        parts.append(f"<h2>{title}</h2><pre id=\"{key}\">{escape(json.dumps(results.get(key, {}), indent=2))}</pre>")
+    for title, key in TABLES:
+        body = "".join(f"<tr><td class=\"l\">{escape(k)}</td><td class=\"l\">{escape(v)}</td></tr>"
+                       for k, v in flatten(results.get(key, {})))
+        parts.append(f"<h2>{title}</h2><table id=\"{key}\"><tbody>{body}</tbody></table>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -276,9 +351,29 @@ def _html_plots(results: dict[str, Any], predictions: list[dict], variants: list
             charts.append(svg.deltas(f"{metric}: tuned − other", items))
         series = [(v, [s for p in predictions if (s := (p.get(f"{v}_scores") or {}).get(metric)) is not None])
                   for v in variants]
-        charts.append(svg.histogram(f"{metric}: per-row scores", series))
+        if all(values and all(x in (0.0, 1.0) for x in values) for _, values in series):
+            confidence = results["settings"]["confidence"]
+            items = [(v, sum(values) / len(values), *wilson_interval(int(sum(values)), len(values), confidence),
+                      len(values)) for v, values in series]
+            charts.append(svg.proportions(f"{metric}: share of rows ({confidence:.0%} Wilson interval)", items))
+        else:
+            charts.append(svg.histogram(f"{metric}: per-row scores", series))
         blocks.append(f"<div class=\"plots\" data-metric=\"{escape(metric)}\">{''.join(charts)}</div>")
     return "".join(blocks)
+
+
+def _html_samples(results: dict[str, Any], predictions: list[dict]) -> str:
+    variants = _variants(results)
+    head = "<th class=\"l\">id</th><th class=\"l\">reference</th>" + "".join(
+        f"<th class=\"l\">{escape(v)}</th>" for v in variants)
+    rows = []
+    for row in sample_rows(predictions):
+        cells = "".join(f"<td class=\"text\">{escape(_short(row.get(v), 600))}<br><span class=\"note\">"
+                        f"{escape(_scores_text(row.get(f'{v}_scores')))}</span></td>" for v in variants)
+        rows.append(f"<tr><td class=\"l\">{escape(str(row['id']))}</td><td class=\"text\">"
+                    f"{escape(_short(row.get('reference'), 600))}</td>{cells}</tr>")
+    return (f"<p class=\"note\">{len(rows)} of {len(predictions)} rows, evenly spaced (local report only).</p>"
+            f"<table id=\"samples\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 def _html_worst(results: dict[str, Any], predictions: list[dict], include_text: bool) -> str:

@@ -127,3 +127,17 @@ def worst_regressions(ids: Sequence[str], base: Sequence[float | None], tuned: S
     drops = [(float(base[i]) - float(tuned[i]), i) for i in keep if tuned[i] < base[i]]
     drops.sort(key=lambda d: -d[0])  # stable: equal drops stay in input order
     return [(ids[i], float(base[i]), float(tuned[i])) for _, i in drops[:k]]
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (for a 0/1 metric of one model): sound at 0, 1 and small n."""
+    from statistics import NormalDist
+
+    if n == 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)

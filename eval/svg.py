@@ -95,3 +95,23 @@ def histogram(title: str, series: list[tuple[str, list[float]]], bins: int = 10,
         body.append(f'<rect x="{lx}" y="{height - 16}" width="10" height="10" fill="{PALETTE[s % len(PALETTE)]}"/>')
         body.append(f'<text x="{lx + 14}" y="{height - 7}">{escape(name)} (n={len(values)})</text>')
     return _svg(width, height, title, body)
+
+
+def proportions(title: str, items: list[tuple[str, float, float, float, int]], width: int = 360) -> str:
+    """A 0/1 metric per variant: (label, share, low, high, n) as a bar on 0..1 with its interval whisker."""
+    row, top, left, right = 24, 28, 110, width - 60
+    height = top + row * max(len(items), 1) + 24
+    x = _scale(0.0, 1.0, left, right)
+    body = [f'<line x1="{left}" y1="{top - 4}" x2="{left}" y2="{height - 20}" stroke="#555"/>',
+            f'<text x="{left}" y="{height - 6}" fill="#666">0</text>',
+            f'<text x="{right}" y="{height - 6}" text-anchor="end" fill="#666">1</text>']
+    for i, (label, share, low, high, n) in enumerate(items):
+        y = top + i * row
+        color = PALETTE[i % len(PALETTE)]
+        body.append(f'<text x="{left - 6}" y="{y + 15}" text-anchor="end">{escape(label)}</text>')
+        body.append(f'<rect class="bar" x="{left}" y="{y + 3}" width="{max(x(share) - left, 0.5):.1f}" height="16" '
+                    f'fill="{color}" fill-opacity="0.5"/>')
+        body.append(f'<line class="whisker" x1="{x(low):.1f}" y1="{y + 11}" x2="{x(high):.1f}" y2="{y + 11}" '
+                    f'stroke="#222" stroke-width="2"/>')
+        body.append(f'<text x="{right + 4:.1f}" y="{y + 15}">{share:.3f} (n={n})</text>')
+    return _svg(width, height, title, body)

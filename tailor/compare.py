@@ -136,6 +136,30 @@ def _read_metrics(run: RunView, path: Path, expected: bool) -> None:
     comparisons = results.get("comparisons")
     run.comparisons = {k: v for k, v in comparisons.items() if isinstance(v, dict)} \
         if isinstance(comparisons, dict) else {}
+    _read_sets(run, results)
+
+
+def _read_sets(run: RunView, results: dict[str, Any]) -> None:
+    """The other eval sets as `<set>/<metric>` columns (the default set keeps the plain names), each retention
+    set's loss as `retention/<set>` (tuned and base), and the gate as 1 (PROMOTE) or 0 (HOLD)."""
+    sets = results.get("sets") if isinstance(results.get("sets"), dict) else {}
+    for name, block in sets.items():
+        if name == results.get("set") or not isinstance(block, dict):
+            continue
+        models = block.get("models") if isinstance(block.get("models"), dict) else {}
+        comparisons = block.get("comparisons") if isinstance(block.get("comparisons"), dict) else {}
+        run.tuned.update({f"{name}/{k}": v for k, v in _numbers(models.get("tuned")).items()})
+        run.base.update({f"{name}/{k}": v for k, v in _numbers(models.get("base")).items()})
+        run.comparisons.update({f"{name}/{k}": v for k, v in comparisons.items() if isinstance(v, dict)})
+    retention = (results.get("retention") or {}).get("sets") if isinstance(results.get("retention"), dict) else None
+    for name, r in (retention or {}).items():
+        if isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in ("tuned_loss", "base_loss")):
+            run.tuned[f"retention/{name}"], run.base[f"retention/{name}"] = r["tuned_loss"], r["base_loss"]
+            run.comparisons[f"retention/{name}"] = {"delta": r.get("delta"), "ci_low": r.get("ci_low"),
+                                                    "ci_high": r.get("ci_high"), "excludes_zero": False}
+    gate = results.get("gate")
+    if isinstance(gate, dict) and isinstance(gate.get("promote"), bool):
+        run.tuned["gate"] = float(gate["promote"])
 
 
 def _numbers(values: Any) -> dict[str, float]:
@@ -202,7 +226,7 @@ def metric_names(runs: list[RunView]) -> list[str]:
     names: dict[str, None] = {}
     for run in runs:
         for name in ("loss", *((run.recipe or {}).get("eval") or {}).get("metrics", []), *run.tuned):
-            if name in run.tuned and name != "perplexity":
+            if name in run.tuned and not name.endswith("perplexity"):
                 names.setdefault(name)
     return list(names)
 
@@ -227,7 +251,9 @@ def metric_value(run: RunView, name: str) -> float | None:
 
 
 def lower_is_better(name: str) -> bool:
-    return name.split(".", 1)[-1] in LOWER_IS_BETTER
+    """Losses and costs, also as `delta.loss`, `<set>/loss` and `retention/<set>`."""
+    key = name.split(".", 1)[-1]
+    return key.rsplit("/", 1)[-1] in LOWER_IS_BETTER or key.startswith("retention/")
 
 
 def sort_runs(runs: list[RunView], metric: str) -> list[RunView]:
@@ -239,10 +265,13 @@ def sort_runs(runs: list[RunView], metric: str) -> list[RunView]:
 
 
 def format_metric(run: RunView, name: str) -> str:
-    """Tuned value, then the delta vs base with its interval: `0.143 (+0.143 [+0.082, +0.214]*)`."""
+    """Tuned value, then the delta vs base with its interval: `0.143 (+0.143 [+0.082, +0.214]*)`; the gate as
+    PROMOTE or HOLD."""
     value = run.tuned.get(name)
     if value is None:
         return "-"
+    if name == "gate":
+        return "PROMOTE" if value else "HOLD"
     c = run.comparisons.get(name)
     if c and all(isinstance(c.get(k), (int, float)) for k in ("delta", "ci_low", "ci_high")):
         star = "*" if c.get("excludes_zero") else ""

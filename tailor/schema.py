@@ -268,6 +268,24 @@ class TrainingSettings(Strict):
                                   "train/lm_head.py).")
     collective_timeout_s: int = Field(1800, ge=10, description="A rank that waits longer than this in a "
                                       "collective (NCCL/gloo) fails the job naming the stalled rank.")
+    eval_steps: int | None = Field(None, ge=1, description="Held-out loss every N optimizer steps on a fixed "
+                                   "slice (eval_rows) of the first eval set, logged next to the training loss (W&B "
+                                   "eval/loss). Off by default: each evaluation is one forward pass over the slice "
+                                   "(docs/training.md gives its cost).")
+    eval_rows: int = Field(64, ge=1, description="Rows of the first eval set scored at each eval_steps (the first "
+                           "N of the prepared set: the same rows every time).")
+    keep_best: bool = Field(False, description="Keep the adapter of the checkpoint with the lowest held-out loss "
+                            "instead of the last one (needs eval_steps; save_steps a multiple of it).")
+
+    @model_validator(mode="after")
+    def _best_needs_eval(self) -> "TrainingSettings":
+        if self.keep_best and self.eval_steps is None:
+            raise ValueError("training.keep_best picks the checkpoint with the lowest held-out loss: it needs "
+                             "training.eval_steps (e.g. 25)")
+        if self.keep_best and self.save_steps % self.eval_steps:
+            raise ValueError(f"training.keep_best: save_steps ({self.save_steps}) must be a multiple of eval_steps "
+                             f"({self.eval_steps}) so every saved checkpoint has a held-out loss")
+        return self
 
 
 MetricName = Literal["exact_match", "exact_match_normalized", "token_f1", "rouge_l", "chrf", "json_valid",

@@ -52,6 +52,31 @@ def test_recipe_diff_totals_and_sorting(tmp_path: Path) -> None:
     assert [r.name for r in sort_runs(runs, "loss")] == ["a", "b"]  # ties keep order; lower is better
 
 
+def test_every_eval_set_retention_and_gate_get_columns(tmp_path: Path, capsys) -> None:
+    """Per-set columns `<set>/<metric>` (the default set keeps plain names), retention losses, the gate."""
+    for name, hard, promote in (("a", 0.2, False), ("b", 0.4, True)):
+        run = fake_run(tmp_path, name)
+        results = json.loads((run / "eval" / "results.json").read_text())
+        interval = {"delta": hard - 0.1, "ci_low": hard - 0.15, "ci_high": hard - 0.05, "excludes_zero": True}
+        results.update(set="test", sets={
+            "test": {"models": results["models"], "comparisons": results["comparisons"]},
+            "hard": {"models": {"base": {"exact_match": 0.1}, "tuned": {"exact_match": hard}},
+                     "comparisons": {"exact_match": interval}}},
+            retention={"sets": {"gsm8k": {"base_loss": 1.0, "tuned_loss": 1.0 + hard, "delta": hard,
+                                          "ci_low": hard - 0.1, "ci_high": hard + 0.1}}},
+            gate={"promote": promote, "decision": "PROMOTE" if promote else "HOLD"})
+        (run / "eval" / "results.json").write_text(json.dumps(results))
+    runs = [load_run(p) for p in find_runs([str(tmp_path)])]
+    assert runs[1].tuned["hard/exact_match"] == 0.4 and runs[1].comparisons["hard/exact_match"]["ci_low"] == 0.25
+    assert [r.name for r in sort_runs(runs, "hard/exact_match")] == ["b", "a"]
+    assert [r.name for r in sort_runs(runs, "retention/gsm8k")] == ["a", "b"]  # a lower loss retains more
+    main([str(tmp_path)])
+    out = capsys.readouterr().out
+    header = out.splitlines()[0].split()
+    assert {"exact_match", "hard/exact_match", "retention/gsm8k", "gate"} <= set(header)
+    assert "0.400 (+0.300 [+0.250, +0.350]*)" in out and "HOLD" in out and "PROMOTE" in out
+
+
 def test_cli_filters_globs_best_and_html(tmp_path: Path, capsys) -> None:
     fake_run(tmp_path, "lr-small", lr=1e-4, exact=0.3, tags=["sweep"])
     fake_run(tmp_path, "lr-big", lr=3e-4, exact=0.6, tags=["sweep"])

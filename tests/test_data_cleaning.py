@@ -72,7 +72,7 @@ def test_pii_is_redacted_everywhere_and_counted(tmp_path: Path, tiny_qwen25: Pat
     assert manifest["pii"] == {"EMAIL": 1, "CARD": 1, "PHONE": 1, "IP": 1}
     assert manifest["rows"]["pii_redacted_rows"] == 2
     folder = run_paths(recipe).data_dir
-    everything = b"".join(p.read_bytes() for p in folder.iterdir())
+    everything = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
     for secret in (email, card, "7946 0958", "192.0.2.44"):
         assert secret.encode() not in everything, f"{secret} leaked into {folder}"
     heldout, train = heldout_and_train(recipe)

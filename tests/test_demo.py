@@ -21,11 +21,15 @@ def test_demo_tuned_model_clearly_beats_base(tmp_path: Path) -> None:
         result = subprocess.run([sys.executable, "-m", module, "recipes/hotel-demo.yaml", *overrides], cwd=REPO,
                                 env=env, capture_output=True, text=True, timeout=1500)
         assert result.returncode == 0, f"{module}:\n{result.stderr[-4000:]}"
-    models = read_json(tmp_path / "hotel-demo" / "eval" / "results.json")["models"]
-    base, tuned = models["base"], models["tuned"]
+    results = read_json(tmp_path / "hotel-demo" / "eval" / "results.json")
+    assert results["set"] == "test" and results["sets"]["test"]["rows"] == 98  # the fixed test file, folds 18-19
+    base, tuned = results["models"]["base"], results["models"]["tuned"]
     assert tuned["loss"] < base["loss"] - 1.0
     assert tuned["json_valid"] >= 0.8 > base["json_valid"] + 0.5
     assert tuned["json_field_accuracy"] >= base["json_field_accuracy"] + 0.2
+    # the retention guard ran offline on 30 GSM8K rows, and the gate promotes the adapter
+    assert results["retention"]["sets"]["gsm8k"]["rows"] == 30
+    assert results["gate"]["decision"] == "PROMOTE", results["gate"]["reason"]
     # the demo's report shows base vs tuned with intervals and plots, in a real browser, without errors
     from browser import open_page
 

@@ -52,15 +52,20 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
     md, html = write_reports(tmp_path, "report", results, predictions)
     shot = tmp_path / "report.png"
     page = open_page(html, shot, ["table#metrics", "table#pairs", "table#worst", "svg.plot", "svg.plot rect.bar",
-                                  "svg.plot line.whisker", "#exclusions li", "pre#cost"])
+                                  "svg.plot line.whisker", "#exclusions li", "table#cost",
+                                  "table#samples tr", "table#settings"])
     assert page.console_errors == [] and page.page_errors == []
     assert shot.stat().st_size > 10_000
     assert page.counts["table#metrics"] == page.counts["table#pairs"] == page.counts["table#worst"] == 1
-    # per metric: mean bars, tuned-minus-other deltas with whiskers (vs base, vs vendor), a score histogram
-    assert page.counts["svg.plot"] == 3 * 2 and page.counts["svg.plot line.whisker"] == 2 * 2
-    assert page.counts["svg.plot rect.bar"] > 20
+    # per metric: mean bars, tuned-minus-other deltas with whiskers (vs base, vs vendor), then the per-row scores:
+    # both metrics are 0/1 on one-word answers, so shares with a Wilson whisker per variant, not a histogram
+    assert page.counts["svg.plot"] == 3 * 2 and page.counts["svg.plot line.whisker"] == 2 * 2 + 2 * 3
+    assert "share of rows (95% Wilson interval)" in html.read_text() and "per-row scores" not in html.read_text()
+    assert page.counts["svg.plot rect.bar"] == 2 * (3 + 2 + 3)  # means, deltas, shares
     assert "classification" in page.texts["table#metrics"] and "0.500" in page.texts["table#metrics"]
-    assert page.counts["#exclusions li"] >= 3 and "12.5" in page.texts["pre#cost"]
+    assert page.counts["#exclusions li"] >= 3 and "generation.base.tokens_per_second" in page.texts["table#cost"]
+    assert "12.5" in page.texts["table#cost"] and "bootstrap_resamples" in page.texts["table#settings"]
+    assert page.counts["table#samples tr"] == 1 + 8  # header + 8 evenly spaced rows of 30
     assert "<script" not in html.read_text() and "http" not in html.read_text().replace(
         'xmlns="http://www.w3.org/2000/svg"', "")  # offline: nothing to fetch, nothing to run
 
@@ -76,9 +81,22 @@ def test_report_contents_and_private_version(tmp_path: Path) -> None:
     assert "`r28` classification: base 1.000 -> tuned 0.000" in md and "`r27` classification: vendor 1.000" in md
     html = render_html("report", results, predictions)
     assert "maybe &lt;b&gt;" in html and "<b>\n" not in html  # row text escaped
+    # classification: per-label F1 of every variant and the most confused pairs (base answers "pos" everywhere)
+    assert "## Classification per label" in md and "| label | rows | tuned F1 | base F1 | vendor F1 |" in md
+    assert re.search(r"\| neg \| 15 \| 0\.\d+ \| 0\.000 \|", md) and "| base | neg | pos | 15 |" in md
+    assert "## Sample predictions" in md and "| cost.wall_seconds |" not in md and "| wall_seconds | 12.5 |" in md
     private = render_html("report", results, predictions, include_text=False)
     assert "r27" in private and "maybe" not in private and "prompt 1" not in private
+    assert "Sample predictions" not in private
     assert re.search(r"<svg class=\"plot\"", private)
+
+
+@pytest.mark.parametrize(("successes", "n", "low", "high"), [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0),
+                                                              (17, 98, 0.1112, 0.2604)])
+def test_wilson_interval_matches_the_closed_form(successes: int, n: int, low: float, high: float) -> None:
+    from eval.stats import wilson_interval
+
+    assert wilson_interval(successes, n) == pytest.approx((low, high), abs=1e-4)
 
 
 @pytest.mark.parametrize("values", [[], [0.0], [1.0] * 5])

@@ -46,7 +46,8 @@ def pipeline(tmp_path_factory, tiny_qwen25: Path):
         output_dir: {tmp / 'runs'}
         model: {{name_or_path: {tiny_qwen25}}}
         data: {{sources: [{{path: {data}}}], heldout_fraction: 0.2}}
-        training: {{max_steps: 3, batch_size: 4, max_length: 64, logging_steps: 1, lr: 5.0e-3, warmup_ratio: 0}}
+        training: {{max_steps: 3, batch_size: 4, max_length: 64, logging_steps: 1, lr: 5.0e-3, warmup_ratio: 0,
+                     eval_steps: 2, eval_rows: 4}}
         eval: {{metrics: [exact_match, json_valid, json_field_accuracy], max_new_tokens: 6, batch_size: 8}}
         tracking: {{mode: offline, project: tailor-test}}
     """)
@@ -92,6 +93,11 @@ def test_wandb_offline_runs_hold_train_loss_and_eval_metrics(pipeline) -> None:
     train = runs["e2e-train"]["summary"]
     assert isinstance(train["train/loss"], float) and train["train/loss"] > 0
     assert train["steps"] == 3
+    # training.eval_steps: the held-out loss at step 2 and at the last step, next to the training loss, on 4 fixed
+    # held-out rows
+    assert isinstance(train["eval/loss"], float) and train["eval/loss"] > 0
+    history = read_json(run_paths(recipe).adapter_dir / "train_metrics.json")["eval_loss_history"]
+    assert [h["step"] for h in history] == [2, 3] and history[-1]["loss"] == pytest.approx(train["eval/loss"], abs=1e-4)
     evaluation = runs["e2e-eval"]["summary"]
     results = read_json(run_paths(recipe).results)
     assert evaluation["eval/tuned/loss"] == pytest.approx(results["models"]["tuned"]["loss"])

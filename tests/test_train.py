@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from data_prep.prepare import prepare
 from tailor.recipe import load_recipe
@@ -68,6 +69,41 @@ def test_loss_regression_pinned_values(tiny_recipe) -> None:
     adapter = run_paths(recipe).adapter_dir
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer_config.json").is_file()
     assert json.loads((adapter / "recipe.json").read_text())["name"] == "tiny"
+
+
+def test_held_out_loss_during_training_and_keep_best(tiny_recipe) -> None:
+    """training.eval_steps scores fixed held-out rows every N steps without changing the training itself (same
+    pinned losses); keep_best saves the adapter of the checkpoint with the lowest held-out loss."""
+    from safetensors.torch import load_file
+
+    from train.run import train
+
+    recipe = load_recipe(tiny_recipe(rows=48), ["training.max_steps=4", "training.warmup_ratio=0",
+                                                    "training.lr=5e-3", "training.eval_steps=1", "training.eval_rows=6",
+                                                    "training.save_steps=1", "training.save_total_limit=1",
+                                                    "training.keep_best=true"])
+    prepare(recipe)
+    metrics = train(recipe)
+    assert metrics["loss_history"] == pytest.approx(EXPECTED_LOSSES, abs=2e-3)
+    history = metrics["eval_loss_history"]
+    assert [h["step"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["loss"] < history[0]["loss"]  # the adapter learns the task's format
+    best = min(history, key=lambda h: h["loss"])
+    assert metrics["best_checkpoint"] == f"checkpoint-{best['step']}"
+    assert metrics["best_eval_loss"] == pytest.approx(best["loss"], abs=1e-4)
+    paths = run_paths(recipe)
+    saved = load_file(paths.adapter_dir / "adapter_model.safetensors")
+    kept = load_file(paths.checkpoints_dir / metrics["best_checkpoint"] / "adapter_model.safetensors")
+    assert saved.keys() == kept.keys() and all(torch.equal(saved[k], kept[k]) for k in saved)
+
+
+def test_keep_best_needs_eval_steps_that_divide_save_steps(tiny_recipe) -> None:
+    from tailor.errors import TailorError
+
+    with pytest.raises(TailorError, match="keep_best.*needs training.eval_steps"):
+        load_recipe(tiny_recipe(rows=16), ["training.keep_best=true"])
+    with pytest.raises(TailorError, match="save_steps \\(5\\) must be a multiple of eval_steps \\(2\\)"):
+        load_recipe(tiny_recipe(rows=16), ["training.keep_best=true", "training.eval_steps=2", "training.save_steps=5"])
 
 
 def test_train_refuses_stale_or_missing_data(tiny_recipe) -> None:

@@ -24,7 +24,7 @@ from tailor.schema import Recipe
 MARKER = "tailor_checkpoint.json"
 # Training keys that change neither the maths nor the data order: resuming with other values is fine.
 RESUMABLE_CHANGES = {"logging_steps", "save_steps", "save_total_limit", "resume", "collective_timeout_s", "strategy",
-                     "batch_size", "grad_accum", "torch_compile", "liger"}
+                     "batch_size", "grad_accum", "torch_compile", "liger", "eval_steps", "eval_rows"}
 
 
 @dataclass(frozen=True)

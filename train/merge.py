@@ -63,13 +63,15 @@ def adapter_folder(paths: RunPaths, adapter: str | None) -> Path:
 
 
 def probe_prompts(paths: RunPaths, tokenizer: Any) -> list[list[int]]:
-    """Token ids of the first held-out rows (prompt + answer, cut to PROBE_TOKENS); fixed texts when none."""
-    rows: list[list[int]] = []
-    if paths.heldout_data.is_file():
-        import pyarrow.parquet as pq
+    """Token ids of the first held-out rows (the hash split, else a named eval set; prompt + answer, cut to
+    PROBE_TOKENS); fixed texts when none."""
+    import pyarrow.parquet as pq
 
-        table = pq.read_table(paths.heldout_data, columns=["input_ids"])
-        rows = [list(ids)[:PROBE_TOKENS] for ids in table.column("input_ids").to_pylist()[:PROBES]]
+    rows: list[list[int]] = []
+    for file in [paths.heldout_data, *sorted((paths.data_dir / "eval").glob("*.parquet"))]:  # hash split, named sets
+        if file.is_file() and not rows:
+            table = pq.read_table(file, columns=["input_ids"])
+            rows = [list(ids)[:PROBE_TOKENS] for ids in table.column("input_ids").to_pylist()[:PROBES]]
     if not rows:
         texts = ["Hello! Please summarise this in one sentence.", "What is 17 times 23?",
                  "Write a JSON object with keys name and age.", "Translate 'good morning' into French."]

@@ -14,9 +14,11 @@ import shutil
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from tailor.cli import recipe_parser, run_cli
+from tailor.errors import TailorError
 from tailor.runs import RunPaths, atomic_dir, read_json, run_paths, update_record
 from tailor.schema import Recipe
 
@@ -46,6 +48,7 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
     set_seed(recipe.training.seed)
     dataset = load_dataset("parquet", data_files=str(paths.train_data), split="train")
     dataset = dataset.select_columns(["input_ids", "assistant_masks"])
+    eval_dataset = _eval_slice(recipe, paths) if recipe.training.eval_steps else None
     tokenizer = load_tokenizer(recipe.model)
     qlora = recipe.peft.method == "qlora"
     use_cpu = not torch.cuda.is_available()
@@ -62,11 +65,38 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
         model=model,
         args=args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=lora_config(recipe, model),
         callbacks=callbacks,
     )
     return trainer, tokenizer, {**manifest, "precision": precision.record()}
+
+
+def _eval_slice(recipe: Recipe, paths: RunPaths) -> Any:
+    """The fixed rows scored every training.eval_steps: the first eval_rows of the recipe's first eval set."""
+    from datasets import load_dataset
+
+    name = recipe.data.set_names()[0]
+    dataset = load_dataset("parquet", data_files=str(paths.eval_set_data(name)), split="train")
+    if len(dataset) == 0:
+        raise TailorError(f"training.eval_steps: eval set {name!r} has no rows to score.")
+    return dataset.select(range(min(recipe.training.eval_rows, len(dataset)))).select_columns(
+        ["input_ids", "assistant_masks"])
+
+
+def _eval_history(trainer: Any) -> dict[str, Any]:
+    """Held-out losses logged during training, and the checkpoint kept with keep_best."""
+    history = [{"step": h["step"], "loss": round(h["eval_loss"], 5), "seconds": h.get("eval_runtime")}
+               for h in trainer.state.log_history if "eval_loss" in h]
+    if not history:
+        return {}
+    out: dict[str, Any] = {"eval_loss_history": history,
+                           "eval_seconds": round(sum(h["seconds"] or 0 for h in history), 1)}
+    if trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint:
+        out["best_checkpoint"] = Path(trainer.state.best_model_checkpoint).name
+        out["best_eval_loss"] = trainer.state.best_metric
+    return out
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
@@ -116,7 +146,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
                "tokens_per_second": round(tokens_seen / seconds, 1) if seconds else None,
                "resumed_from_step": resume.step if resume else None, "training_key": key,
                "strategy": os.environ.get("TAILOR_STRATEGY", "single"), "precision": precision,
-               "loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
+               "loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+               **_eval_history(trainer)}
     if stop.stopped_at is not None:
         state.wait_for_everyone()
         if state.is_main_process:
