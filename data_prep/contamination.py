@@ -1,7 +1,7 @@
 """Contamination check: held-out rows whose word n-grams are largely found in the training rows.
 
 The overlap of a held-out row h is |ngrams(h) & ngrams(all training rows)| / |ngrams(h)|, over distinct
-word n-grams of the normalised text (`near_dup.words`: lowercase, punctuation stripped). A row shorter than
+word n-grams of the normalised text (`shingles.words`: lowercase, punctuation stripped). A row shorter than
 n words is one gram, the whole row, so a short held-out row matches only a training row of the same words
 (a short phrase found inside a longer training row does not count: at that length it is not evidence).
 A row is contaminated when its overlap is at least the threshold (and it shares at least one gram); it is
@@ -9,7 +9,7 @@ reported with the training row sharing the most of its grams (the earliest such 
 
 The training side is indexed once as numpy arrays, not Python sets: every distinct (gram hash, row) pair,
 sorted by hash, 12 bytes a gram (a Python set of ints costs ~5x that). Gram hashes are 64-bit, computed from
-blake2b word hashes (`near_dup.gram_hashes`), so they are the same in every process. Held-out rows are
+blake2b word hashes (`shingles.gram_hashes`), so they are the same in every process. Held-out rows are
 looked up in vectorised batches (binary search), and the best training row of a contaminated row is found
 from the rows listed under its matched grams; a gram present in more than `max_postings` training rows
 (boilerplate) contributes only its first `max_postings` rows to that choice, which keeps the cost bounded
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_prep.near_dup import gram_hashes, words
+from data_prep.shingles import gram_hashes, words
 
 __all__ = ["Contaminated", "HeldoutIndex", "NgramIndex", "find_contaminated"]
 

@@ -76,7 +76,7 @@ _SETTINGS: list[ChunkSettings] = []
 
 def process_chunk(chunk: Chunk) -> ChunkResult:
     """Handle one chunk with the settings installed by `Workers`."""
-    from data_prep.near_dup import text_of
+    from data_prep.shingles import text_of
     from data_prep.pii import redact_messages
 
     settings = _SETTINGS[0]

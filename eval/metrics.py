@@ -1,11 +1,14 @@
-"""Task metrics on generated answers: each returns a per-row score in [0, 1] (None when not applicable)."""
+"""Task metrics on generated answers: each returns a per-row score in [0, 1] (None when not applicable).
+
+Exact-match, JSON and label metrics; text-similarity metrics are in ``eval.text_metrics``, and
+``eval.scoring.all_metrics`` names them all."""
 
 from __future__ import annotations
 
 import json
 import re
 import unicodedata
-from typing import Any, Callable
+from typing import Any
 
 _FENCE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?```$", re.DOTALL)
 
@@ -65,10 +68,3 @@ def label_match(prediction: str, reference: str, **_: Any) -> float:
 
     return float(norm(prediction) == norm(reference))
 
-
-def all_metrics() -> dict[str, Callable[..., float | None]]:
-    """Every per-row metric a recipe can name."""
-    from eval.text_metrics import TEXT_METRICS
-
-    return {"exact_match": exact_match, "json_valid": json_valid, "json_field_accuracy": json_field_accuracy,
-            "classification": label_match, **TEXT_METRICS}

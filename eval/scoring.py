@@ -5,12 +5,19 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Callable
 
-from eval.metrics import all_metrics, json_field_scores
+from eval.metrics import exact_match, json_field_accuracy, json_field_scores, json_valid, label_match
+from eval.text_metrics import TEXT_METRICS, classification_report
 from tailor.errors import TailorError
 from tailor.schema import Recipe
 
 WHY_NOT_APPLICABLE = {"json_field_accuracy": "the references are not JSON objects",
                       "classification": "no reference is one of eval.labels"}
+
+
+def all_metrics() -> dict[str, Callable[..., float | None]]:
+    """Every per-row metric a recipe can name."""
+    return {"exact_match": exact_match, "json_valid": json_valid, "json_field_accuracy": json_field_accuracy,
+            "classification": label_match, **TEXT_METRICS}
 
 
 def metric_functions(recipe: Recipe) -> dict[str, Callable[..., float | None]]:
@@ -90,8 +97,6 @@ def score(predictions: list[str | None], rows: list[dict],
 
 
 def _classification(predictions: list[str], rows: list[dict], labels: list[str]) -> dict[str, Any]:
-    from eval.text_metrics import classification_report
-
     try:
         return asdict(classification_report(predictions, [r["reference"] for r in rows], labels))
     except ValueError as err:

@@ -5,8 +5,8 @@ returning a score in [0, 1] (None = not applicable to that row). ``classificatio
 
 Conventions shared by the overlap metrics (``token_f1``, ``rouge_l``, ``chrf``): when the prediction and the
 reference are *both* empty after the metric's own preprocessing the score is 1.0 (nothing was asked for and
-nothing was given); when exactly one of them is empty it is 0.0. ``rouge_score`` and ``sacrebleu`` return 0.0
-for the both-empty case; that is the only place these implementations deliberately differ from them.
+nothing was given); when exactly one of them is empty it is 0.0. ROUGE-L and chrF are computed by ``rouge_score``
+and ``sacrebleu``, which return 0.0 for the both-empty case; that is the only place these metrics differ from them.
 """
 
 from __future__ import annotations
@@ -122,74 +122,49 @@ def token_f1(prediction: str, reference: str, **_: Any) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence of two token lists.
+class _RougeTokenizer:
+    """``rouge_score`` tokenizer interface (``tokenize(text) -> list[str]``) backed by ``rouge_tokens``."""
 
-    Bit-parallel algorithm (Allison-Dix / Hyyrö): O(len(a) * len(b) / word size) with Python integers, so long
-    generations stay fast; equal to the classic dynamic programme.
-    """
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return 0
-    masks: dict[str, int] = {}
-    for i, token in enumerate(a):
-        masks[token] = masks.get(token, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    v = full
-    for token in b:
-        u = v & masks.get(token, 0)
-        v = ((v + u) | (v - u)) & full
-    return len(a) - v.bit_count()
+    def tokenize(self, text: str) -> list[str]:
+        return rouge_tokens(text)
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer() -> Any:
+    from rouge_score import rouge_scorer  # imports nltk (slow): only when ROUGE-L is scored
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False, tokenizer=_RougeTokenizer())
 
 
 def rouge_l(prediction: str, reference: str, **_: Any) -> float:
-    """ROUGE-L F-measure (LCS over ``rouge_tokens``); equals ``rouge_score`` rougeL fmeasure without stemming
-    on ASCII text. Both sides without tokens -> 1.0, exactly one -> 0.0."""
+    """ROUGE-L F-measure: ``rouge_score``'s rougeL fmeasure (no stemming) over ``rouge_tokens``, which equals its
+    default tokenizer on ASCII text and keeps non-ASCII letters. Both sides without tokens -> 1.0, exactly one
+    -> 0.0."""
     pred, ref = rouge_tokens(prediction), rouge_tokens(reference)
     if not pred or not ref:
         return float(pred == ref)
-    lcs = lcs_length(ref, pred)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return _rouge_scorer().score(reference, prediction)["rougeL"].fmeasure  # rouge_score takes (target, prediction)
 
 
-def _char_ngrams(text: str, max_order: int) -> list[Counter]:
-    return [Counter(text[i:i + n] for i in range(len(text) - n + 1)) for n in range(1, max_order + 1)]
+@lru_cache(maxsize=16)
+def _chrf_scorer(char_order: int, beta: float) -> Any:
+    from sacrebleu.metrics import CHRF
+
+    return CHRF(char_order=char_order, word_order=0, beta=beta)
 
 
 def chrf(prediction: str, reference: str, char_order: int = 6, beta: float = 2.0, **_: Any) -> float:
-    """Sentence-level chrF (character n-gram F-score), on the 0-1 scale.
-
-    Reimplements ``sacrebleu.metrics.CHRF(char_order, word_order=0, beta).sentence_score(pred, [ref]).score / 100``
-    (sacreBLEU 2.x defaults: case-sensitive, whitespace removed before extracting n-grams, no Unicode
-    normalisation, precision and recall averaged over the "effective" orders that both sides are long enough to
-    have). Both sides empty (after removing whitespace) -> 1.0 where sacreBLEU says 0.0; exactly one -> 0.0.
+    """Sentence-level chrF (character n-gram F-score), on the 0-1 scale:
+    ``sacrebleu.metrics.CHRF(char_order, word_order=0, beta).sentence_score(pred, [ref]).score / 100``
+    (case-sensitive, whitespace removed, no Unicode normalisation). Both sides empty (after removing whitespace)
+    -> 1.0 where sacreBLEU says 0.0; exactly one -> 0.0.
     """
     if char_order < 1:
         raise ValueError(f"chrf: char_order must be >= 1, got {char_order}")
     hyp, ref = "".join(prediction.split()), "".join(reference.split())
     if not hyp or not ref:
         return float(hyp == ref)
-    factor = beta ** 2
-    sum_prec = sum_rec = 0.0
-    effective = 0
-    for hyp_ngrams, ref_ngrams in zip(_char_ngrams(hyp, char_order), _char_ngrams(ref, char_order)):
-        n_hyp, n_ref = sum(hyp_ngrams.values()), sum(ref_ngrams.values())
-        if n_hyp == 0 or n_ref == 0:
-            continue  # order longer than one of the strings: not "effective", ignored as in sacreBLEU
-        n_match = sum(min(count, ref_ngrams[ng]) for ng, count in hyp_ngrams.items() if ng in ref_ngrams)
-        sum_prec += n_match / n_hyp
-        sum_rec += n_match / n_ref
-        effective += 1
-    if effective == 0:
-        return 0.0
-    prec, rec = sum_prec / effective, sum_rec / effective
-    if prec + rec == 0:
-        return 0.0
-    return (1 + factor) * prec * rec / (factor * prec + rec)
+    return _chrf_scorer(char_order, beta).sentence_score(prediction, [reference]).score / 100
 
 
 @lru_cache(maxsize=256)

@@ -1,9 +1,10 @@
-"""One writer per run folder: an flock'd `runs/<name>/.lock` holding the pid, command and start time of its holder.
+"""One writer per run folder: a `filelock` lock on `runs/<name>/.lock`, holding the pid, command and start time of its
+holder.
 
 A second stage started on the same run folder refuses, naming the process that holds it. Processes a holder starts
 itself (the training launcher's `accelerate launch` workers) inherit the lock through `TAILOR_RUN_LOCK` instead of
-waiting for their own parent. The kernel drops an flock when its holder dies (even by SIGKILL), so a lock left by a
-dead process is taken over, with a note naming it.
+waiting for their own parent. The lock is an flock (through `filelock`), which the kernel drops when its holder dies
+(even by SIGKILL), so a lock left by a dead process is taken over, with a note naming it.
 """
 
 from __future__ import annotations
@@ -78,15 +79,16 @@ def run_lock(run_root: Path, command: list[str] | None = None) -> Iterator[Path]
     if _inherited(path):
         yield path
         return
-    import fcntl
+    from filelock import FileLock, Timeout
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = FileLock(path, blocking=False, preserve_lock_file=True)  # the file keeps the holder's name
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TailorError(_busy_message(path)) from None
+        lock.acquire()
+    except Timeout:
+        raise TailorError(_busy_message(path)) from None
+    fd = os.open(path, os.O_RDWR)
+    try:
         stale = read_holder(path)
         if stale and stale.get("pid") != os.getpid():
             log.warning("run folder %s: taking over the lock of %s, which is no longer running (it ended without "
@@ -103,7 +105,8 @@ def run_lock(run_root: Path, command: list[str] | None = None) -> Iterator[Path]
                 os.environ[INHERIT_ENV] = previous
             os.ftruncate(fd, 0)  # a clean release leaves an empty file: nothing stale to report
     finally:
-        os.close(fd)  # closing drops the flock
+        os.close(fd)
+        lock.release()
 
 
 def _inherited(path: Path) -> bool:

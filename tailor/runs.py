@@ -113,15 +113,22 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         old = path.with_name(f".{path.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if path.exists():
+        _remove(old)
+        if path.exists() or path.is_symlink():
             path.rename(old)
         tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder tree, or a file or symlink (not what it points to); nothing when absent."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def read_json(path: Path) -> Any:

@@ -53,14 +53,18 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from filelock import FileLock
+
+from tailor.runs import atomic_dir
 
 # Bump when anything that ends up in a checkpoint changes: folders built by another version are rebuilt.
 BUILD_VERSION = 1
@@ -621,25 +625,11 @@ def is_complete(path: Path, name: str) -> bool:
             and all((path / file).is_file() for file in REQUIRED_FILES))
 
 
-@contextlib.contextmanager
-def _build_lock(out_dir: Path, name: str) -> Iterator[None]:
-    """An exclusive per-model lock (fcntl; a no-op where unavailable)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with open(out_dir / f".{name}.lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _leftovers(out_dir: Path, name: str) -> list[Path]:
-    """Temporary folders of earlier, interrupted builds of `name` (`.NAME.tmp-*`, `.NAME.old-*`)."""
-    return [path for pattern in (f".{name}.tmp-*", f".{name}.old-*") for path in out_dir.glob(pattern)]
+    """Temporary folders of earlier, interrupted builds of `name`: `atomic_dir`'s `.NAME.XXXXXXXX.tmp` and
+    `.NAME.old`, and the `.NAME.tmp-*` / `.NAME.old-*` of older versions."""
+    own = re.compile(rf"\.{re.escape(name)}\.(?:[^.]+\.tmp|old|tmp-.+|old-.+)")
+    return [path for path in out_dir.glob(f".{name}.*") if own.fullmatch(path.name) and path.is_dir()]
 
 
 def build(name: str, out_dir: str | os.PathLike | None = None, force: bool = False, verbose: bool = False) -> Path:
@@ -660,29 +650,17 @@ def _build(name: str, out_dir: str | os.PathLike | None, force: bool = False,
     if not force and is_complete(final, name):
         return final, False
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _build_lock(out_dir, name):
+    with FileLock(out_dir / f".{name}.lock", preserve_lock_file=True):  # one builder per model
         if not force and is_complete(final, name):  # built by a concurrent process while we waited
             return final, False
         # We hold the lock, so temporary folders of this model belong to dead builds.
         for leftover in _leftovers(out_dir, name):
             shutil.rmtree(leftover, ignore_errors=True)
         started = time.perf_counter()
-        tmp = out_dir / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_dir(final) as tmp:
             metadata = _save_checkpoint(name, tmp)
             metadata["build_seconds"] = round(time.perf_counter() - started, 2)
             (tmp / MARKER_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-            if final.exists() or final.is_symlink():
-                old = out_dir / f".{name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     if verbose:
         print(f"built {name} in {time.perf_counter() - started:.1f}s -> {final}", file=sys.stderr)
     return final, True

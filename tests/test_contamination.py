@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data_prep.contamination import Contaminated, NgramIndex, find_contaminated
-from data_prep.near_dup import text_of, words
+from data_prep.shingles import text_of, words
 
 REPO = Path(__file__).resolve().parents[1]
 

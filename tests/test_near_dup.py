@@ -11,13 +11,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import datasketch
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_prep.near_dup import (NearDupFilter, _shingle_hashes32, gram_hashes, jaccard, lsh_params, normalize,
-                                text_of, words)
+from data_prep.near_dup import NearDupFilter, _shingle_hashes32, jaccard, lsh_params
+from data_prep.shingles import gram_hashes, normalize, text_of, words
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -182,7 +183,8 @@ def test_hashes_are_the_same_in_another_process():
     """No salted hash(): a fresh interpreter with another PYTHONHASHSEED gets the same gram hashes and
     signatures."""
     text = "The quick brown fox jumps over the lazy dog, again and again."
-    code = ("import json; from data_prep.near_dup import NearDupFilter, gram_hashes, words; "
+    code = ("import json; from data_prep.near_dup import NearDupFilter; "
+            "from data_prep.shingles import gram_hashes, words; "
             f"t = {text!r}; h, _ = gram_hashes([words(t)], 3); "
             "print(json.dumps([h.tolist(), NearDupFilter(seed=5).minhash(t).tolist()]))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -238,9 +240,7 @@ def test_lsh_bands_catch_pairs_at_the_threshold(threshold):
 
 
 def test_signatures_are_datasketch_minhashes():
-    """The vectorised signatures are bit-identical to datasketch's MinHash (affine32 scheme) fed the same
-    32-bit shingle hashes."""
-    datasketch = pytest.importorskip("datasketch")
+    """The signatures are datasketch's MinHash (affine32 scheme) fed the 32-bit shingle hashes."""
     texts = ["the quick brown fox jumps over the lazy dog", "hi", "a b", "", "x " * 200]
     f = NearDupFilter(num_perm=64, seed=11)
     sigs = f.minhash_many(texts)
@@ -249,15 +249,6 @@ def test_signatures_are_datasketch_minhashes():
         m = datasketch.MinHash(num_perm=64, seed=11, hashfunc=lambda v: v)
         m.update_batch(hashes.tolist())
         assert np.array_equal(m.hashvalues, sig)
-
-
-def test_long_rows_signature_in_slices(monkeypatch):
-    import data_prep.near_dup as nd
-
-    texts = [random_text(random.Random(12), 900), "short row here", random_text(random.Random(13), 50)]
-    whole = NearDupFilter(seed=2).minhash_many(texts)
-    monkeypatch.setattr(nd, "_CHUNK_SHINGLES", 64)
-    assert np.array_equal(NearDupFilter(seed=2).minhash_many(texts), whole)
 
 
 def test_matches_brute_force_on_a_mixed_set():
