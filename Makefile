@@ -72,7 +72,7 @@ demo: ## the embedded default: hotel-message extraction with SmolLM2-135M on CPU
 	$(MAKE) all RECIPE=recipes/hotel-demo.yaml
 
 tiny-models: $(STAMP) ## build the tiny random test checkpoints (Qwen2.5/3/3-MoE, DeepSeek-V3/R1-Distill, Llama 3, Gemma 3, gpt-oss, Seed-OSS)
-	$(PY) -m tailor.tiny_models
+	$(PY) tests/tiny_models.py
 
 test: $(STAMP) browser tiny-models ## the default test suite (under 15 minutes on 2 CPU cores)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -18,14 +18,14 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 @pytest.fixture(scope="session")
 def tiny_qwen25() -> Path:
-    from tailor.tiny_models import ensure_tiny_model
+    from tiny_models import ensure_tiny_model
 
     return ensure_tiny_model("qwen2.5")
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen3() -> Path:
-    from tailor.tiny_models import ensure_tiny_model
+    from tiny_models import ensure_tiny_model
 
     return ensure_tiny_model("qwen3")
 

@@ -24,7 +24,7 @@ TINY = ["qwen2.5", "qwen3-moe", "deepseek-v3",
 def test_tiny_recipe_end_to_end(name: str, tmp_path: Path) -> None:
     from data_prep.prepare import prepare
     from eval.run import evaluate
-    from tailor.tiny_models import ensure_tiny_model
+    from tiny_models import ensure_tiny_model
     from train.run import train
 
     ensure_tiny_model(name)

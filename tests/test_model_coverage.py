@@ -42,7 +42,7 @@ def _shipped() -> list[str]:
 def test_every_model_recipe_maps_to_a_tiny_checkpoint_of_its_architecture() -> None:
     from transformers import AutoConfig
 
-    from tailor.tiny_models import SPECS, model_config
+    from tiny_models import SPECS, model_config
 
     assert _shipped() == sorted(RECIPE_TINY)
     for stem, (tiny, model_type) in RECIPE_TINY.items():
@@ -64,7 +64,7 @@ def _lora_modules(name: str, moe_experts: str) -> tuple[dict, set[str]]:
 
     from tailor.moe_lora import moe_lora_targets
     from tailor.schema import PeftSettings
-    from tailor.tiny_models import ensure_tiny_model
+    from tiny_models import ensure_tiny_model
 
     model = AutoModelForCausalLM.from_pretrained(ensure_tiny_model(name), attn_implementation="eager")
     targets = moe_lora_targets(PeftSettings(moe_experts=moe_experts, dropout=0.0), model)
@@ -106,7 +106,7 @@ def test_moe_setting_is_ignored_for_dense_models() -> None:
 
     from tailor.moe_lora import moe_lora_targets
     from tailor.schema import PeftSettings
-    from tailor.tiny_models import ensure_tiny_model
+    from tiny_models import ensure_tiny_model
 
     model = AutoModelForCausalLM.from_pretrained(ensure_tiny_model("qwen2.5"))
     for mode in ("frozen", "targeted"):
@@ -119,7 +119,7 @@ def test_moe_setting_is_ignored_for_dense_models() -> None:
 def test_model_recipe_trains_on_its_tiny_checkpoint(stem: str, tmp_path: Path) -> None:
     """The recipe's own peft and training settings, shrunk to 1 step of 2 rows on the tiny checkpoint (CPU)."""
     from data_prep.prepare import prepare
-    from tailor.tiny_models import ensure_tiny_model
+    from tiny_models import ensure_tiny_model
     from train.run import train
 
     tiny = ensure_tiny_model(RECIPE_TINY[stem][0])

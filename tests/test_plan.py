@@ -214,7 +214,7 @@ def _saved_activation_bytes(model_dir: Path, recipe, batch: int, seq: int) -> in
     ("qwen3", []),
 ])
 def test_activation_estimate_matches_measured_on_cpu(model: str, overrides: list[str], tmp_path: Path) -> None:
-    from tailor.tiny_models import ensure_tiny_model
+    from tiny_models import ensure_tiny_model
     from train.plan import build_arch, recipe_setup
 
     model_dir = ensure_tiny_model(model)

@@ -17,7 +17,7 @@ from tailor.errors import TailorError
 def tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    from tailor.tiny_models import ensure_tiny_model
+    from tiny_models import ensure_tiny_model
 
     return AutoTokenizer.from_pretrained(ensure_tiny_model(name))
 
@@ -168,7 +168,7 @@ def test_r1_distill_trains_reasoning_after_the_generation_prefix(answer: dict) -
 def test_r1_audit_passes_and_a_mismatched_template_fails_loudly(tmp_path: Path) -> None:
     from data_prep.prepare import prepare
     from tailor.recipe import load_recipe
-    from tailor.tiny_models import ensure_tiny_model
+    from tiny_models import ensure_tiny_model
 
     rows = [{"messages": [{"role": "user", "content": f"What is {i} + 1?"},
                           {"role": "assistant", "content": f"{i + 1}", "reasoning_content": f"{i} plus one"}]}

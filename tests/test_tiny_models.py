@@ -1,4 +1,4 @@
-"""Tiny real-architecture checkpoints (tailor.tiny_models): tokenizer parity, special-token ids, loading,
+"""Tiny real-architecture checkpoints (tests/tiny_models.py): tokenizer parity, special-token ids, loading,
 chat templates, and build idempotence. Builds into the default cache (.cache/tiny-models) once; reuses it after."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from tailor import tiny_models as tm
+import tiny_models as tm
 
 QWEN_MODELS = ("qwen2.5", "qwen3", "qwen3-moe")
 ARCHITECTURES = {

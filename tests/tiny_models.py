@@ -1,6 +1,6 @@
 """Tiny random-init checkpoints of the real Qwen / DeepSeek architectures, for offline tests.
 
-    python -m tailor.tiny_models [--out DIR] [--only NAME ...] [--force] [--list]
+    python tests/tiny_models.py [--out DIR] [--only NAME ...] [--force] [--list]
 
 builds, under DIR (default `.cache/tiny-models` relative to the current directory, or `$TAILOR_TINY_MODELS_DIR`),
 one ordinary Hugging Face checkpoint folder per model, loadable offline with
@@ -687,7 +687,7 @@ def folder_size(path: Path) -> int:
 # ------------------------------------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tailor.tiny_models",
+    parser = argparse.ArgumentParser(prog="python tests/tiny_models.py",
                                      description="Build tiny random-init checkpoints of real model "
                                                  "architectures for offline tests.")
     parser.add_argument("--out", type=Path, default=None,
