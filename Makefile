@@ -10,6 +10,7 @@ RUNS ?= runs
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+TAILOR := $(VENV)/bin/tailor
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -40,31 +41,31 @@ browser: ## install Debian's Chromium for the HTML report tests (needs root or s
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 doctor: $(STAMP) ## this machine (CPU ISA, GPUs, packages), tailor's choices on it (precision ...), matmul peaks
-	$(PY) -m tailor doctor $(if $(filter command line,$(origin RECIPE)),$(RECIPE))
+	$(TAILOR) doctor $(if $(filter command line,$(origin RECIPE)),$(RECIPE))
 
 check: $(STAMP) ## validate RECIPE (and ARGS overrides) without running anything
-	$(PY) -m tailor check $(RECIPE) $(ARGS)
+	$(TAILOR) check $(RECIPE) $(ARGS)
 
 data: $(STAMP) ## prepare train/held-out data for RECIPE into runs/<name>/data
-	$(PY) -m data_prep $(RECIPE) $(ARGS)
+	$(TAILOR) data $(RECIPE) $(ARGS)
 
 audit: $(STAMP) ## prepare (cached) and show the loss-mask audit with highlighted samples
-	$(PY) -m data_prep $(RECIPE) $(ARGS) --audit
+	$(TAILOR) audit $(RECIPE) $(ARGS)
 
 train: $(STAMP) ## fine-tune the adapter (accelerate launch, GPUS=N processes, STRATEGY=ddp|fsdp|zero2|zero3); resumes
-	$(PY) -m train $(RECIPE) $(ARGS) --gpus $(GPUS) $(if $(STRATEGY),--strategy $(STRATEGY))
+	$(TAILOR) train $(RECIPE) $(ARGS) --gpus $(GPUS) $(if $(STRATEGY),--strategy $(STRATEGY))
 
 plan: $(STAMP) ## estimate per-device memory and the largest micro batch for RECIPE on GPUS x GPU_MEM GB
-	$(PY) -m train.plan $(RECIPE) $(ARGS) --gpus $(GPUS) --gpu-mem $(GPU_MEM) $(if $(STRATEGY),--strategy $(STRATEGY))
+	$(TAILOR) plan $(RECIPE) $(ARGS) --gpus $(GPUS) --gpu-mem $(GPU_MEM) $(if $(STRATEGY),--strategy $(STRATEGY))
 
 merge: $(STAMP) ## merge the adapter into the base: safetensors shards, tokenizer, model card, logits check
-	$(PY) -m train.merge $(RECIPE) $(ARGS)
+	$(TAILOR) merge $(RECIPE) $(ARGS)
 
 slurm: $(STAMP) ## render a SLURM batch script for NODES x GPUS (prints it; SUBMIT=1 runs sbatch)
-	$(PY) -m train.slurm $(RECIPE) $(ARGS) --nodes $(NODES) --gpus-per-node $(GPUS) $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(SUBMIT),--submit)
+	$(TAILOR) slurm $(RECIPE) $(ARGS) --nodes $(NODES) --gpus-per-node $(GPUS) $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(SUBMIT),--submit)
 
 eval: $(STAMP) ## evaluate base vs tuned on every eval set (EVAL_SETS=a,b: some; GATE=1: exit 3 on HOLD)
-	$(PY) -m eval $(RECIPE) $(ARGS) $(if $(GATE),--gate)
+	$(TAILOR) eval $(RECIPE) $(ARGS) $(if $(GATE),--gate)
 
 all: check data train eval ## check, data, train and eval for RECIPE
 
@@ -93,7 +94,7 @@ gpu-check: ## the GPU checks of a lent machine in one command, no venv needed (b
 	bash bench/gpu_check.sh $(GPU_CHECK_ARGS)
 
 compare: $(STAMP) browser ## compare run folders (RUNS="runs/a runs/b" or globs): terminal table + compare.html
-	$(PY) -m tailor.compare $(RUNS) $(COMPARE_ARGS)
+	$(TAILOR) compare $(RUNS) $(COMPARE_ARGS)
 
 bench-data: $(STAMP) tiny-models ## data-prep throughput vs trl on 200k generated rows (appends to BENCHMARKS.md)
 	$(PY) -m data_prep.bench $(BENCH_ARGS)

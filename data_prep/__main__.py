@@ -45,12 +45,12 @@ def _track(recipe: Recipe, manifest: dict) -> None:
                        "audit": {k: v for k, v in manifest["audit"].items() if k != "problems"}})
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = recipe_parser("Prepare train and held-out data for a recipe.")
     parser.add_argument("--force", action="store_true", help="prepare again even if the cache is up to date")
     parser.add_argument("--audit", action="store_true", help="print the loss-mask audit and highlighted samples")
     parser.add_argument("--samples", type=int, default=2, help="rendered samples to show with --audit")
-    run_cli(stage, parser)
+    run_cli(stage, parser, argv)
 
 
 if __name__ == "__main__":

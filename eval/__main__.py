@@ -107,7 +107,7 @@ def _log_predictions(run, path: Path, variants: list[str]) -> None:
     run.log({"eval/predictions": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])})
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = recipe_parser("Evaluate tuned vs base (and other runs or predictions) on the held-out set.")
     parser.add_argument("--adapter", help="adapter folder to evaluate as 'tuned' (default: the run's adapter/)")
     parser.add_argument("--model", help="a full model folder (e.g. from `make merge`) to evaluate as 'tuned' "
@@ -119,7 +119,7 @@ def main() -> None:
                         "repeatable)")
     parser.add_argument("--gate", action="store_true", help="end with the eval.gate verdict: exit code 3 on HOLD "
                         "(PROMOTE: 0)")
-    run_cli(stage, parser)
+    run_cli(stage, parser, argv)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Retention guard (`eval.retention`): does the fine-tune cost the base model its general ability?
 
-Offline and cheap: the loss of base and tuned on general text shipped with the project (`data/general/<name>.jsonl`,
-question/answer rows, e.g. the GSM8K slice), rendered with the recipe's chat template like any held-out row (the
-question as the user turn, the answer as the assistant turn). Per row the mean NLL of its answer tokens; the
-difference tuned - base gets a paired bootstrap interval (`eval.stats`). A positive difference is a loss increase,
-i.e. a drop in retention.
+Offline and cheap: the loss of base and tuned on general text shipped in the package
+(`eval/general_data/<name>.jsonl`, question/answer rows, e.g. the GSM8K slice), rendered with the recipe's chat
+template like any held-out row (the question as the user turn, the answer as the assistant turn). Per row the mean
+NLL of its answer tokens; the difference tuned - base gets a paired bootstrap interval (`eval.stats`). A positive
+difference is a loss increase, i.e. a drop in retention.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from tailor.errors import TailorError
 from tailor.schema import Recipe
 
-GENERAL_DIR = Path(__file__).resolve().parents[1] / "data" / "general"
+GENERAL_DIR = Path(__file__).resolve().parent / "general_data"  # package data, also in the wheel
 
 
 def available() -> list[str]:

@@ -127,15 +127,51 @@ def check(recipe: Recipe, args: argparse.Namespace) -> None:
           f"{len(recipe.data.sources)} data source(s), metrics {', '.join(recipe.eval.metrics)})")
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "doctor":
-        from tailor.doctor import main as doctor
+# `tailor SUB ...`: each stage's own entry point, imported only when chosen (module, function, one line of help)
+COMMANDS = {
+    "check": ("tailor.cli", "check_main", "validate a recipe and its inputs without running anything"),
+    "doctor": ("tailor.doctor", "main", "this machine, its packages and the choices tailor makes on it"),
+    "data": ("data_prep.__main__", "main", "prepare the train and held-out data into runs/<name>/data"),
+    "audit": ("data_prep.__main__", "main", "prepare (cached) and show the loss-mask audit (data --audit)"),
+    "train": ("train.__main__", "main", "fine-tune the adapter (accelerate launch; --gpus N, --strategy S)"),
+    "plan": ("train.plan", "main", "estimate per-device memory and the largest micro batch"),
+    "merge": ("train.merge", "main", "merge the adapter into the base model"),
+    "slurm": ("train.slurm", "main", "render (and optionally submit) a SLURM batch script"),
+    "eval": ("eval.__main__", "main", "evaluate base vs tuned on every eval set (--gate: exit 3 on HOLD)"),
+    "compare": ("tailor.compare", "main", "compare run folders: terminal table and compare.html"),
+}
 
-        doctor(argv[1:])
+
+def usage() -> str:
+    lines = "\n".join(f"  {name:<8} {help_}" for name, (_, _, help_) in COMMANDS.items())
+    return (f"usage: tailor COMMAND [RECIPE] [key=value ...] [options]\n\ncommands:\n{lines}\n\n"
+            "`tailor COMMAND --help` shows a command's options.")
+
+
+def check_main(argv: list[str] | None = None) -> None:
+    run_cli(check, recipe_parser("Validate a recipe without running it."), argv, lock=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`tailor COMMAND ...` (also `python -m tailor COMMAND ...`): dispatch to the stage's entry point."""
+    import importlib
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(usage())
         return
-    if not argv or argv[0] != "check":
-        print("usage: python -m tailor check RECIPE [key=value ...] | python -m tailor doctor [RECIPE] [--json]",
-              file=sys.stderr)
+    if not argv or argv[0] not in COMMANDS:
+        unknown = f"tailor: unknown command {argv[0]!r}\n" if argv else ""
+        print(unknown + usage(), file=sys.stderr)
         sys.exit(2)
-    run_cli(check, recipe_parser("Validate a recipe without running it."), argv[1:], lock=False)
+    name, rest = argv[0], argv[1:] + (["--audit"] if argv[0] == "audit" else [])
+    module, function, _ = COMMANDS[name]
+    entry = getattr(importlib.import_module(module), function)
+    saved, sys.argv = sys.argv, [f"tailor {name}", *rest]  # argparse's usage names the command; slurm reads sys.argv
+    try:
+        if name == "slurm":
+            entry()
+        else:
+            entry(rest)
+    finally:
+        sys.argv = saved

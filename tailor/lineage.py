@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "wandb")
 PRICE_ENV = "TAILOR_GPU_HOUR_PRICE"
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
+# a source checkout (make setup's editable install) has its pyproject.toml here; an installed wheel has none (its
+# site-packages may sit inside some other git repository, whose commit says nothing about tailor)
+FROM_SOURCE = (SOURCE_ROOT / "pyproject.toml").is_file()
 
 
 # ---------------------------------------------------------------- lineage
@@ -33,8 +36,11 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
-    """Git commit and dirty flag of tailor's checkout (None outside one), Python and key package versions."""
+    """Git commit and dirty flag of tailor's checkout (None outside one, e.g. installed from a wheel), tailor's
+    package version, Python and key package versions."""
     def git(*args: str) -> str | None:
+        if not FROM_SOURCE:
+            return None
         try:
             return subprocess.run(["git", *args], cwd=SOURCE_ROOT, capture_output=True, text=True, timeout=10,
                                   check=True).stdout.strip()
@@ -43,7 +49,8 @@ def code_version() -> dict[str, Any]:
 
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None,
-            "python": platform.python_version(), "packages": package_versions(PACKAGES)}
+            "tailor_version": package_versions(("tailor",))["tailor"], "python": platform.python_version(),
+            "packages": package_versions(PACKAGES)}
 
 
 def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
