@@ -21,7 +21,7 @@ from tailor.cli import COMMANDS, main
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("tailor", "data_prep", "train", "eval")
-RUNTIME_DATA = ("tailor/chat_templates", "tailor/arch_configs", "tailor/templates", "train/profiles",
+RUNTIME_DATA = ("tailor/arch_configs", "tailor/templates", "train/profiles",
                 "eval/general_data")
 
 
@@ -66,7 +66,7 @@ def test_wheel_holds_the_runtime_data_and_no_tests(installed) -> None:
         files = {p.relative_to(REPO).as_posix() for p in (REPO / folder).glob("*") if p.is_file()}
         assert files <= names, f"missing from the wheel: {sorted(files - names)}"
     for needed in ("train/profiles/fsdp.yaml", "train/profiles/zero3.json", "tailor/arch_configs/qwen3-8b.json",
-                   "tailor/chat_templates/qwen2.5.jinja", "eval/general_data/gsm8k.jsonl",
+                   "eval/general_data/gsm8k.jsonl",
                    "eval/general_data/LICENSE"):
         assert needed in names
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
