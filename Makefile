@@ -85,10 +85,10 @@ test-faults: $(STAMP) tiny-models ## fault injection: SIGKILL, full disk, concur
 	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
 bench: $(STAMP) tiny-models ## training tokens/s: tailor vs trl tuned by hand vs trl defaults (tiny model on CPU; BENCH_ARGS)
-	$(PY) -m train.bench $(BENCH_ARGS)
+	$(PY) -m bench.train $(BENCH_ARGS)
 
 bench-eval: $(STAMP) ## eval generation: tailor's sorted batches vs transformers batched vs per-row (real SmolLM2)
-	$(PY) -m eval.bench $(BENCH_ARGS)
+	$(PY) -m bench.eval $(BENCH_ARGS)
 
 gpu-check: ## the GPU checks of a lent machine in one command, no venv needed (bench/gpu_check.sh; here: GPU_CHECK_ARGS=--cpu-smoke)
 	bash bench/gpu_check.sh $(GPU_CHECK_ARGS)
@@ -97,7 +97,7 @@ compare: $(STAMP) browser ## compare run folders (RUNS="runs/a runs/b" or globs)
 	$(TAILOR) compare $(RUNS) $(COMPARE_ARGS)
 
 bench-data: $(STAMP) tiny-models ## data-prep throughput vs trl on 200k generated rows (appends to BENCHMARKS.md)
-	$(PY) -m data_prep.bench $(BENCH_ARGS)
+	$(PY) -m bench.data $(BENCH_ARGS)
 
 leet: $(STAMP) ## browse the local W&B runs of RECIPE in the terminal (wandb leet)
 	$(VENV)/bin/wandb leet $$($(PY) -c "from tailor.recipe import load_recipe; from tailor.runs import run_paths; print(run_paths(load_recipe('$(RECIPE)')).root / 'wandb')")

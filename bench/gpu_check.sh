@@ -8,7 +8,7 @@
 # phase is reported and the later ones still run:
 #   setup    install the carried wheels (.whl/*.whl) into /tmp/site, check that every module the checks import loads
 #   model    build the random-init Qwen2.5-7B checkpoint (.cache/bench-models/qwen2.5-7b, ~15 GB, about a minute)
-#   lora     python -m train.bench, seq 4096, tailor defaults vs trl tuned by hand (2 warmup + 4 steps); tailor's
+#   lora     python -m bench.train, seq 4096, tailor defaults vs trl tuned by hand (2 warmup + 4 steps); tailor's
 #   qlora    micro batch is the memory planner's; each GPU row also prints the planner's estimate against
 #            torch.cuda.max_memory_allocated / max_memory_reserved
 #   ddp      only with more than one GPU: `python -m train` on the same rows, GPUS=N, 20 steps
@@ -36,7 +36,7 @@
 #     --platform manylinux2014_x86_64 -d .whl \
 #     trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 bitsandbytes==0.50.2 \
 #     pydantic==2.14.3 pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5
-#   .venv/bin/python -m train.bench --tokenizers-only
+#   .venv/bin/python -m bench.train --tokenizers-only
 #
 # Then one device `run`: command `bash bench/gpu_check.sh`, timeout_s 600,
 # carry [".whl", ".cache/bench-models/tokenizers/qwen2.5"].
@@ -126,7 +126,7 @@ EOF
 
 ddp_run() {  # ddp_run GPUS: write the run of the bench rows, then `python -m train` on GPUS processes
   rm -rf "$WORK/ddp"
-  "$PY" -m train.bench --model "$MODEL" --seq "$SEQ" --warmup 0 --steps "$DDP_STEPS" --train-run "$WORK/ddp"
+  "$PY" -m bench.train --model "$MODEL" --seq "$SEQ" --warmup 0 --steps "$DDP_STEPS" --train-run "$WORK/ddp"
   local args
   read -ra args < "$WORK/ddp/train-args.txt"
   "$PY" -m train "${args[@]}" --gpus "$1"
@@ -171,9 +171,9 @@ if [[ $MODE == gpu && $GPUS == 0 ]]; then
   STATUS+=("no GPU visible: the GPU phases did not run (bash bench/gpu_check.sh --cpu-smoke checks the code here)")
   FAILED=1
 else
-  phase model 150 "$PY" -c "from train.bench import ensure_bench_model; print(ensure_bench_model('$MODEL'))"
+  phase model 150 "$PY" -c "from bench.train import ensure_bench_model; print(ensure_bench_model('$MODEL'))"
   for method in $METHODS; do
-    phase "$method" 200 "$PY" -m train.bench --model "$MODEL" --seq "$SEQ" --methods "$method" \
+    phase "$method" 200 "$PY" -m bench.train --model "$MODEL" --seq "$SEQ" --methods "$method" \
       --sides tailor trl-tuned --warmup "$WARMUP" --steps "$STEPS" --json "$OUT/bench-$method.json" \
       --benchmarks "$OUT/BENCHMARKS.md"
   done

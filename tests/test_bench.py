@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from train import bench
-from train.flops import ModelShape, flops_per_token, effective_length, gpu_peak_flops, shape_from_config
-
-ARCH = Path(bench.__file__).resolve().parents[1] / "tailor" / "arch_configs"
+from bench import train as bench
+from bench.flops import effective_length, flops_per_token, gpu_peak_flops, shape_from_config
+from train.memory import Arch
+from train.plan import arch_configs
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_flop_count_matches_torch_flop_counter(checkpointing: bool) -> None:
-    """Forward + backward of a LoRA model, counted by torch.utils.flop_counter, equals train/flops.py's formula
+    """Forward + backward of a LoRA model, counted by torch.utils.flop_counter, equals bench/flops.py's formula
     (eager attention, so the attention products are plain matmuls the counter sees)."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -52,7 +52,7 @@ def test_shape_counts_the_real_architecture(name: str) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    raw = json.loads((ARCH / f"{name}.json").read_text())
+    raw = json.loads(arch_configs()[name].read_text())
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**raw))
     layers = sum(m.weight.numel() for n, m in model.named_modules()
@@ -66,7 +66,7 @@ def test_shape_counts_the_real_architecture(name: str) -> None:
 
 
 def test_flop_terms_and_peaks() -> None:
-    shape = ModelShape(layers=2, hidden=8, heads=2, kv_heads=1, head_dim=4, intermediate=16, vocab=100)
+    shape = Arch(layers=2, hidden=8, heads=2, kv_heads=1, head_dim=4, intermediate=16, vocab=100)
     plain = flops_per_token(shape, 2, doc_length=10, loss_fraction=0.5)
     checkpointed = flops_per_token(shape, 2, doc_length=10, loss_fraction=0.5, gradient_checkpointing=True)
     assert plain.recompute == 0 and checkpointed.recompute > 0
@@ -109,7 +109,7 @@ def test_record_appends_one_block_per_run(tmp_path: Path, monkeypatch: pytest.Mo
     bench.record(args, ["--seq", "512"], info, results)
     bench.record(args, ["--seq", "512"], info, results)
     text = Path("BENCHMARKS.md").read_text()
-    assert text.count(bench.SECTION) == 1 and text.count("Command: `python -m train.bench --seq 512`") == 2
+    assert text.count(bench.SECTION) == 1 and text.count("Command: `python -m bench.train --seq 512`") == 2
     assert "| MFU | tailor / trl tuned | tailor / trl defaults |" in text
     assert ("| lora | tailor defaults | float32, packing | 4 | 100 | 1.000 | 1.00 GB (plan +10%) | 10.0% | 1.25x | "
             "2.00x |") in text
@@ -210,7 +210,7 @@ def test_gpu_check_script_parses() -> None:
     """bench/gpu_check.sh is valid bash (its CPU run: `bash bench/gpu_check.sh --cpu-smoke`, a few minutes)."""
     import subprocess
 
-    script = ARCH.parents[1] / "bench" / "gpu_check.sh"
+    script = Path(bench.__file__).with_name("gpu_check.sh")
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     usage = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True)
     assert usage.returncode == 2 and "--cpu-smoke" in usage.stdout and "pip download" in usage.stdout
@@ -227,7 +227,7 @@ def test_gpu_rows_take_the_planners_micro_batch(tmp_path: Path) -> None:
 
     model_dir = tmp_path / "qwen2.5-7b"
     model_dir.mkdir()
-    (model_dir / "config.json").write_text((ARCH / "qwen2.5-7b.json").read_text())
+    (model_dir / "config.json").write_text(arch_configs()["qwen2.5-7b"].read_text())
     spec = {"method": "lora", "warmup": 3, "steps": 20, "seq": 4096, "batch": None, "overrides": []}
     recipe = load_recipe(bench.bench_recipe_file(tmp_path, model_dir, tmp_path / "rows.parquet"),
                          bench.row_overrides(spec))
@@ -251,7 +251,7 @@ def test_gpu_rows_take_the_planners_micro_batch(tmp_path: Path) -> None:
 
 def test_each_bench_records_into_its_own_section(tmp_path: Path) -> None:
     """Results land at the end of their own section (or table), not after whichever section comes last."""
-    from tailor.benchmarks import add_to_section
+    from bench.record import add_to_section
 
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\n## Data\n\n| date | x |\n|---|---|\n| d1 | 1 |\n\nReading: prose.\n\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.bench import SECTION, TABLE, main, record
+from bench.eval import SECTION, TABLE, main, record
 
 
 @pytest.mark.slow  # ~16 s; `make bench-eval` runs the same code

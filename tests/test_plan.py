@@ -165,13 +165,13 @@ def test_no_memory_check_flag_and_environment(monkeypatch) -> None:
 
 
 def test_unknown_hub_model_asks_for_arch(tmp_path: Path) -> None:
-    from train.plan import make_plan
+    from train.plan import arch_configs, make_plan
 
     text = "name: x\nmodel: {name_or_path: someorg/unknown-model-9b}\ndata: {sources: [{path: d.jsonl}]}\n"
     recipe = load_recipe(write(tmp_path / "r.yaml", text))
     with pytest.raises(TailorError, match="--arch"):
         make_plan(recipe, 1, 80)
-    plan = make_plan(recipe, 1, 80, arch_file=REPO / "tailor" / "arch_configs" / "qwen2.5-0.5b.json")
+    plan = make_plan(recipe, 1, 80, arch_file=arch_configs()["qwen2.5-0.5b"])
     assert 0.45e9 < plan.arch.params_total < 0.55e9
 
 

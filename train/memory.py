@@ -10,7 +10,7 @@ every term.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Iterable, Literal, Mapping
 
 GiB = 2**30
 Strategy = Literal["ddp", "fsdp", "zero2", "zero3"]
@@ -40,23 +40,27 @@ class LoraTarget:
     out_features: int
 
 
+LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
 @dataclass(frozen=True)
 class Arch:
-    """What the formula needs from a model: exact parameter counts and the shapes of one step."""
+    """A model's shape, for the memory planner and the FLOP count (`bench.flops`): dimensions, and exact parameter
+    counts when built from the module tree (`train.plan.build_arch`; 0 when read from a config alone)."""
 
-    model_type: str
     hidden: int
     layers: int
     heads: int
     kv_heads: int
     head_dim: int  # query/key head size (MLA: nope + rope part)
-    v_head_dim: int
     intermediate: int  # dense MLP size
     vocab: int
-    params_embed: int  # input embedding rows x hidden
-    params_lm_head: int  # 0 when tied to the embeddings
-    params_linear: int  # nn.Linear weights and biases inside the layers: what bitsandbytes quantizes
-    params_other: int  # norms, routers, fused 3-D expert tensors: kept in the compute dtype
+    model_type: str = ""
+    v_head_dim: int = 0  # 0: head_dim
+    params_embed: int = 0  # input embedding rows x hidden
+    params_lm_head: int = 0  # 0 when tied to the embeddings
+    params_linear: int = 0  # nn.Linear weights and biases inside the layers: what bitsandbytes quantizes
+    params_other: int = 0  # norms, routers, fused 3-D expert tensors: kept in the compute dtype
     moe_layers: tuple[int, ...] = ()
     experts: int = 0
     experts_per_token: int = 0
@@ -64,6 +68,10 @@ class Arch:
     shared_intermediate: int = 0  # total size of always-on shared experts in an MoE layer
     qk_norm: bool = False  # Qwen3: RMSNorm on queries and keys
     mla: tuple[int, int] | None = None  # DeepSeek MLA: (q_lora_rank or 0, kv_lora_rank)
+
+    def __post_init__(self) -> None:
+        if not self.v_head_dim:
+            object.__setattr__(self, "v_head_dim", self.head_dim)
 
     @property
     def params_total(self) -> int:
@@ -74,6 +82,54 @@ class Arch:
 
     def layer_other_params(self) -> float:
         return self.params_other / max(self.layers, 1)
+
+    @property
+    def attn_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(d_in, d_out) of each linear in one dense decoder layer."""
+        kv = self.kv_heads * self.head_dim
+        return {"q_proj": (self.hidden, self.attn_dim), "k_proj": (self.hidden, kv), "v_proj": (self.hidden, kv),
+                "o_proj": (self.attn_dim, self.hidden), "gate_proj": (self.hidden, self.intermediate),
+                "up_proj": (self.hidden, self.intermediate), "down_proj": (self.intermediate, self.hidden)}
+
+    @property
+    def layer_params(self) -> int:
+        """Weights of all dense decoder-layer linears, from the shapes (no biases)."""
+        return self.layers * sum(i * o for i, o in self.linear_shapes().values())
+
+    @property
+    def head_params(self) -> int:
+        """Weights of the LM head (hidden x vocab), tied or not."""
+        return self.hidden * self.vocab
+
+    def lora_params(self, r: int, targets: str | Iterable[str] = "all-linear") -> int:
+        """LoRA parameters of rank r on the given dense-layer linears ("all-linear": all of them, not the LM head)."""
+        names = set(LINEAR_NAMES) if targets == "all-linear" else set(targets)
+        return self.layers * sum(r * (i + o) for name, (i, o) in self.linear_shapes().items() if name in names)
+
+
+def arch_from_config(config: Mapping[str, Any] | Any) -> Arch:
+    """The dimensions of a (text) config: a transformers config or its config.json dict; no parameter counts."""
+    def get(key: str) -> Any:
+        return config.get(key) if isinstance(config, Mapping) else getattr(config, key, None)
+
+    heads = get("num_attention_heads")
+    head_dim = v_head_dim = get("head_dim") or get("hidden_size") // heads
+    mla = None
+    if get("kv_lora_rank"):
+        mla = (get("q_lora_rank") or 0, get("kv_lora_rank"))
+        head_dim, v_head_dim = get("qk_nope_head_dim") + get("qk_rope_head_dim"), get("v_head_dim")
+    moe_intermediate = get("moe_intermediate_size") or 0
+    return Arch(model_type=get("model_type") or "", hidden=get("hidden_size"), layers=get("num_hidden_layers"),
+                heads=heads, kv_heads=get("num_key_value_heads") or heads, head_dim=head_dim, v_head_dim=v_head_dim,
+                intermediate=get("intermediate_size"), vocab=get("vocab_size"),
+                experts=get("num_experts") or get("n_routed_experts") or get("num_local_experts") or 0,
+                experts_per_token=get("num_experts_per_tok") or 0, moe_intermediate=moe_intermediate,
+                shared_intermediate=(get("n_shared_experts") or 0) * moe_intermediate
+                + (get("shared_expert_intermediate_size") or 0),
+                qk_norm=get("model_type") in ("qwen3", "qwen3_moe"), mla=mla)
 
 
 @dataclass(frozen=True)

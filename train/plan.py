@@ -14,16 +14,15 @@ import os
 import re
 import sys
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from tailor.cli import recipe_parser, run_cli
 from tailor.errors import TailorError
 from tailor.schema import ModelSettings, Recipe
-from train.memory import GiB, STRATEGIES, Arch, Estimate, LoraTarget, Setup, estimate, largest_micro_batch, \
-    usable_bytes
-
-ARCH_DIR = Path(__file__).resolve().parents[1] / "tailor" / "arch_configs"
+from train.memory import GiB, STRATEGIES, Arch, Estimate, LoraTarget, Setup, arch_from_config, estimate, \
+    largest_micro_batch, usable_bytes
 
 REFUSE_FACTOR = 1.3
 """The launcher refuses a recipe only when its estimate exceeds the usable GPU memory by this factor; between 1x and
@@ -34,6 +33,12 @@ measured vs planned peaks (docs/memory-planner.md)."""
 
 
 # ------------------------------------------------------------------------------------------- architecture
+
+def arch_configs() -> dict[str, Path]:
+    """The architecture configs shipped in the tailor package (`tailor/arch_configs/NAME.json`), by NAME."""
+    folder = resources.files("tailor") / "arch_configs"
+    return {p.name.removesuffix(".json"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".json")}
+
 
 def arch_config_file(settings: ModelSettings, arch_file: str | Path | None = None) -> Path | None:
     """The config.json describing the model: --arch, a local folder's, or a shipped one for a known hub id."""
@@ -60,8 +65,7 @@ def known_arch(hub_id: str) -> Path | None:
     """Map a hub id to a shipped architecture config: Qwen/Qwen2.5-7B-Instruct -> qwen2.5-7b.json."""
     stem = hub_id.rsplit("/", 1)[-1].lower()
     stem = re.sub(r"-(instruct|chat|base)$", "", stem)
-    path = ARCH_DIR / f"{stem}.json"
-    return path if path.is_file() else None
+    return arch_configs().get(stem)
 
 
 def load_config(settings: ModelSettings, arch_file: str | Path | None = None) -> Any:
@@ -79,7 +83,7 @@ def load_config(settings: ModelSettings, arch_file: str | Path | None = None) ->
         return AutoConfig.from_pretrained(settings.name_or_path, revision=settings.revision, local_files_only=True,
                                           trust_remote_code=settings.trust_remote_code)
     except OSError:
-        shipped = ", ".join(sorted(p.stem for p in ARCH_DIR.glob("*.json")))
+        shipped = ", ".join(sorted(arch_configs()))
         raise TailorError(f"model.name_or_path: no architecture config for {settings.name_or_path} offline "
                           f"(shipped: {shipped}); pass --arch path/to/config.json.") from None
 
@@ -127,25 +131,10 @@ def build_arch(recipe: Recipe, arch_file: str | Path | None = None) -> tuple[Arc
         match = re.search(r"\.layers\.(\d+)\.", name)
         targets.append(LoraTarget(int(match.group(1)) if match else -1, name.rsplit(".", 1)[-1],
                                   getattr(base, "in_features", 0), getattr(base, "out_features", 0)))
-    heads = text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    mla = None
-    v_head_dim = head_dim
-    if getattr(text, "kv_lora_rank", None):
-        mla = (getattr(text, "q_lora_rank", None) or 0, text.kv_lora_rank)
-        head_dim = text.qk_nope_head_dim + text.qk_rope_head_dim
-        v_head_dim = text.v_head_dim
-    experts = getattr(text, "num_experts", None) or getattr(text, "n_routed_experts", None) or 0
-    shared = (getattr(text, "n_shared_experts", None) or 0) * (getattr(text, "moe_intermediate_size", 0) or 0)
-    shared += getattr(text, "shared_expert_intermediate_size", 0) or 0
-    arch = Arch(
-        model_type=text.model_type, hidden=text.hidden_size, layers=text.num_hidden_layers, heads=heads,
-        kv_heads=getattr(text, "num_key_value_heads", None) or heads, head_dim=head_dim, v_head_dim=v_head_dim,
-        intermediate=text.intermediate_size, vocab=text.vocab_size, params_embed=embed, params_lm_head=lm_head,
-        params_linear=linear, params_other=total - embed - lm_head - linear, moe_layers=moe_layers,
-        experts=experts if moe_layers else 0, experts_per_token=getattr(text, "num_experts_per_tok", 0) or 0,
-        moe_intermediate=getattr(text, "moe_intermediate_size", 0) or 0, shared_intermediate=shared,
-        qk_norm=text.model_type in ("qwen3", "qwen3_moe"), mla=mla)
+    shape = arch_from_config(text)
+    arch = replace(shape, params_embed=embed, params_lm_head=lm_head, params_linear=linear,
+                   params_other=total - embed - lm_head - linear, moe_layers=moe_layers,
+                   experts=shape.experts if moe_layers else 0)
     return arch, lora_params, tuple(targets)
 
 

@@ -1,6 +1,6 @@
 """`make bench`: training throughput of tailor's defaults vs plain trl tuned by hand and trl's defaults, same run.
 
-    python -m train.bench [--model tiny|test|qwen2.5-0.5b|qwen2.5-7b|qwen3-8b] [--seq N] [--steps N]
+    python -m bench.train [--model tiny|test|qwen2.5-0.5b|qwen2.5-7b|qwen3-8b] [--seq N] [--steps N]
                           [--warmup N] [--methods lora qlora] [--batch N] [--set key=value ...] [--no-record]
 
 All rows train the same adapter (the recipe's peft section: r 16, alpha 32, all linear layers) for a fixed number
@@ -23,7 +23,7 @@ of steps on the same synthetic token rows: lengths from a seeded log-normal (med
 Each row runs in its own process (peak memory per row, no kernel patch leaking into the next row). Reported:
 trained tokens/s (non-padding input tokens, after the warmup steps), median step time, peak memory
 (torch.cuda.max_memory_allocated on GPUs, with the memory planner's estimate beside it; peak RSS of the process on
-CPU), MFU (FLOP count in train/flops.py, over the GPU's bf16 peak from a table, or over this CPU's measured
+CPU), MFU (FLOP count in bench/flops.py, over the GPU's bf16 peak from a table, or over this CPU's measured
 matrix-product peak), and tailor/trl-tuned and tailor/trl-defaults. Models have random weights from
 tailor/arch_configs/*.json (throughput does not depend on the weights), built once into .cache/bench-models/.
 Results append to BENCHMARKS.md unless --no-record.
@@ -45,12 +45,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Mapping
 
-from tailor.benchmarks import add_to_section
+from bench.flops import effective_length, flops_per_token, gpu_peak_flops, measure_matmul_peak, shape_from_config
+from bench.record import add_to_section
 from tailor.errors import TailorError
 from tailor.runs import atomic_dir, atomic_write_json, atomic_write_text
-from train.flops import effective_length, flops_per_token, gpu_peak_flops, measure_matmul_peak, shape_from_config
+from train.plan import arch_configs
 
-ARCH_DIR = Path(__file__).resolve().parents[1] / "tailor" / "arch_configs"
 BENCHMARKS = Path("BENCHMARKS.md")
 SECTION = "Training throughput: tailor vs plain trl (`make bench`)"
 INTRO = ("Same adapter, same synthetic rows. Rows: **tailor defaults** = the recipe defaults built by "
@@ -58,7 +58,7 @@ INTRO = ("Same adapter, same synthetic rows. Rows: **tailor defaults** = the rec
          "no gradient checkpointing, the same precision, optimizer, micro batch, grad accum and max_length as the "
          "tailor row, sdpa (what tailor adds on top is its settings column's difference: compact_lm_head on CPUs); "
          "**trl defaults** = plain trl SFTTrainer with its default SFTConfig. tokens/s = non-padding input tokens "
-         "after the warmup steps; MFU with the FLOP count of train/flops.py; on GPUs the peak memory cell also gives "
+         "after the warmup steps; MFU with the FLOP count of bench/flops.py; on GPUs the peak memory cell also gives "
          "the memory planner's error (docs/benchmarking.md).")
 SIDES = ("tailor", "trl-tuned", "trl-defaults")
 LABELS = {"tailor": "tailor defaults", "trl-tuned": "trl tuned by hand", "trl-defaults": "trl defaults"}
@@ -78,15 +78,15 @@ TINY_CONFIG: dict[str, Any] = {
 # ------------------------------------------------------------------------------------------------ models and data
 
 def model_names() -> list[str]:
-    return ["tiny", "test", *sorted(p.stem for p in ARCH_DIR.glob("*.json"))]
+    return ["tiny", "test", *sorted(arch_configs())]
 
 
 def bench_model_config(name: str) -> dict[str, Any]:
     """config.json contents of a bench model: the CPU `tiny` one or a shipped architecture config."""
     if name == "tiny":
         return dict(TINY_CONFIG)
-    path = ARCH_DIR / f"{name}.json"
-    if not path.is_file():
+    path = arch_configs().get(name)
+    if path is None:
         raise TailorError(f"--model {name}: unknown; choose one of {', '.join(model_names())}.")
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -209,30 +209,34 @@ def tailor_recipe(spec: dict[str, Any], plan: bool = True) -> Any:
     return recipe
 
 
-def tailor_trainer(spec: dict[str, Any], recipe: Any) -> Any:
-    """tailor's trainer, built by train.run.build_trainer from a recipe whose prepared data are the bench rows."""
+def install_rows(recipe: Any, rows: Path) -> None:
+    """Make the bench rows the recipe's prepared data (with a manifest whose data hash matches the recipe)."""
     import shutil
 
     from data_prep.prepare import data_hash
     from tailor.runs import run_paths
-    from train.run import build_trainer
 
     paths = run_paths(recipe)
     paths.data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(spec["data"], paths.train_data)
+    shutil.copyfile(rows, paths.train_data)
     atomic_write_json(paths.manifest, {"data_hash": data_hash(recipe), "synthetic": True})
-    trainer, _, _ = build_trainer(recipe)
-    return trainer
 
 
-def planned_micro_batch(recipe: Any, gpu_mem_gib: float) -> int:
+def tailor_trainer(spec: dict[str, Any], recipe: Any) -> Any:
+    """tailor's trainer, built by train.run.build_trainer from a recipe whose prepared data are the bench rows."""
+    from train.run import build_trainer
+
+    install_rows(recipe, Path(spec["data"]))
+    return build_trainer(recipe)[0]
+
+
+def planned_micro_batch(recipe: Any, gpu_mem_gib: float, gpus: int = 1) -> int:
     """The tailor row's micro batch on a GPU: the largest the memory planner says fits with the recipe's settings
     (packed max_length sequences, checkpointing as set), or the recipe's own when not even one sequence fits (the
     row then reports the out-of-memory error)."""
     from train.plan import make_plan
 
-    plan = make_plan(recipe, gpus=1, gpu_mem_gb=gpu_mem_gib)
-    return plan.max_micro_batch or recipe.training.batch_size
+    return make_plan(recipe, gpus=gpus, gpu_mem_gb=gpu_mem_gib).max_micro_batch or recipe.training.batch_size
 
 
 def trl_tuned_trainer(spec: dict[str, Any], recipe: Any) -> Any:
@@ -241,7 +245,7 @@ def trl_tuned_trainer(spec: dict[str, Any], recipe: Any) -> Any:
     micro batch, grad accum and max_length; sdpa attention. Not tailor's CPU LM-head compaction."""
     import torch
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from tailor.models import resolve_dtype
@@ -254,15 +258,8 @@ def trl_tuned_trainer(spec: dict[str, Any], recipe: Any) -> Any:
     gpu = torch.cuda.is_available()
     precision = resolve_precision(t.mixed_precision).name  # what the tailor row trains in
     dtype = resolve_dtype(recipe.model)  # its weights: the precision's dtype on GPUs, float32 under autocast on CPUs
-    kwargs: dict[str, Any] = {}
-    if peft.method == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
-        if gpu:
-            kwargs["device_map"] = {"": 0}
-    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=dtype, attn_implementation="sdpa",
-                                                 **kwargs)
+    model = trl_model(spec, {"bnb_4bit_compute_dtype": dtype, "bnb_4bit_quant_storage": dtype}, dtype=dtype,
+                      attn_implementation="sdpa")
     args = SFTConfig(output_dir=str(Path(spec["workdir"]) / "trl-tuned"), max_steps=spec["warmup"] + spec["steps"],
                      max_length=t.max_length, per_device_train_batch_size=t.batch_size,
                      gradient_accumulation_steps=t.grad_accum, packing=True,
@@ -281,7 +278,7 @@ def trl_defaults_trainer(spec: dict[str, Any], recipe: Any) -> Any:
     """A plain trl script: from_pretrained, LoraConfig (same adapter), SFTTrainer with trl's default SFTConfig."""
     import torch
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from train import lm_head
@@ -289,14 +286,7 @@ def trl_defaults_trainer(spec: dict[str, Any], recipe: Any) -> Any:
     lm_head.disable()  # trl's own LM-head rule, also after a tailor row in this process (--in-process)
     peft = recipe.peft
     gpu = torch.cuda.is_available()
-    kwargs: dict[str, Any] = {}
-    if spec["method"] == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
-        if gpu:
-            kwargs["device_map"] = {"": 0}
-    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], **kwargs)
+    model = trl_model(spec, {"bnb_4bit_compute_dtype": torch.bfloat16})
     batch = {"per_device_train_batch_size": spec["batch"]} if spec.get("batch") else {}
     args = SFTConfig(output_dir=str(Path(spec["workdir"]) / "trl-defaults"), max_steps=spec["warmup"] + spec["steps"],
                      max_length=spec["seq"], use_cpu=not gpu, report_to="none", save_strategy="no",
@@ -305,6 +295,20 @@ def trl_defaults_trainer(spec: dict[str, Any], recipe: Any) -> Any:
                       target_modules=peft.target_modules, task_type="CAUSAL_LM")
     return SFTTrainer(model=model, args=args, train_dataset=bench_dataset(spec),
                       processing_class=AutoTokenizer.from_pretrained(spec["model_dir"]), peft_config=lora)
+
+
+def trl_model(spec: dict[str, Any], nf4: dict[str, Any], **kwargs: Any) -> Any:
+    """`from_pretrained` of the bench model as a plain trl script loads it; QLoRA rows: NF4 with double quantization
+    (`nf4`: the compute and storage dtypes), on GPU 0 when there is one."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if spec["method"] == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_use_double_quant=True, **nf4)
+        if torch.cuda.is_available():
+            kwargs["device_map"] = {"": 0}
+    return AutoModelForCausalLM.from_pretrained(spec["model_dir"], **kwargs)
 
 
 def bench_dataset(spec: dict[str, Any]) -> Any:
@@ -489,7 +493,7 @@ def run_isolated(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
     log = workdir / f"{name}.log"
     with log.open("w") as handle:
-        code = subprocess.call([sys.executable, "-m", "train.bench", "--worker", str(spec_file)], stdout=handle,
+        code = subprocess.call([sys.executable, "-m", "bench.train", "--worker", str(spec_file)], stdout=handle,
                                stderr=subprocess.STDOUT, env=env)
     result_file = Path(spec["result"])
     if code or not result_file.is_file():
@@ -540,7 +544,7 @@ def defaults_for(gpu: bool) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help=f"one of {', '.join(model_names())} (default: tiny on CPU, qwen2.5-7b "
                         "on a GPU)")
     parser.add_argument("--seq", type=int, help="max_length; rows are drawn up to this length (CPU 384, GPU 4096)")
@@ -673,14 +677,9 @@ def write_train_run(args: argparse.Namespace, folder: Path) -> Path:
     `--set`, warmup + steps optimizer steps and, on GPUs, the largest micro batch the planner says fits on all the
     visible GPUs; the rows as its prepared data. Writes `folder/train-args.txt` (the recipe file and overrides for
     `python -m train`) and returns its path."""
-    import shutil
-
     import torch
 
-    from data_prep.prepare import data_hash
     from tailor.recipe import load_recipe
-    from tailor.runs import run_paths
-    from train.plan import make_plan
 
     gpus = torch.cuda.device_count()
     apply_defaults(args, gpus > 0)
@@ -693,15 +692,12 @@ def write_train_run(args: argparse.Namespace, folder: Path) -> Path:
     overrides = ["name=bench-train", *row_overrides(spec)[1:]]  # row_overrides starts with the row's name
     recipe = load_recipe(recipe_file, overrides)
     if gpus and not args.batch:
-        plan = make_plan(recipe, gpus=gpus, gpu_mem_gb=torch.cuda.get_device_properties(0).total_memory / 2**30)
-        overrides.append(f"training.batch_size={plan.max_micro_batch or recipe.training.batch_size}")
+        batch = planned_micro_batch(recipe, torch.cuda.get_device_properties(0).total_memory / 2**30, gpus)
+        overrides.append(f"training.batch_size={batch}")
         recipe = load_recipe(recipe_file, overrides)
     t = recipe.training
     write_rows(data, bench_lengths((args.warmup + args.steps) * t.grad_accum * max(gpus, 1), t.batch_size, args.seq))
-    paths = run_paths(recipe)
-    paths.data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(data, paths.train_data)
-    atomic_write_json(paths.manifest, {"data_hash": data_hash(recipe), "synthetic": True})
+    install_rows(recipe, data)
     target = folder / "train-args.txt"
     atomic_write_text(target, " ".join(shlex.quote(a) for a in [str(recipe_file), *overrides]) + "\n")
     return target
@@ -780,7 +776,7 @@ def format_ratio(results: list[dict[str, Any]], method: str) -> str:
 
 def record(args: argparse.Namespace, argv: list[str], info: dict[str, Any], results: list[dict[str, Any]]) -> None:
     """Append this run (device, versions, settings, date, command, one line per row) to BENCHMARKS.md, atomically."""
-    command = "python -m train.bench " + " ".join(shlex.quote(a) for a in argv)
+    command = "python -m bench.train " + " ".join(shlex.quote(a) for a in argv)
     lines = [f"### {date.today()}: {args.model}, seq {args.seq}, {info['device']}", "",
              f"Command: `{command}` ({args.warmup} warmup + {args.steps} measured steps per row). "
              f"{info['peak_note']}. Versions: {versions()}.", "",

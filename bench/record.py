@@ -1,4 +1,5 @@
-"""BENCHMARKS.md: each bench adds its results to the end of its own section (atomically), never after another's."""
+"""The one recorder of BENCHMARKS.md: each bench adds its results to the end of its own section (atomically), never
+after another's."""
 
 from __future__ import annotations
 
@@ -27,3 +28,15 @@ def add_to_section(path: Path, heading: str, intro: str, lines: list[str], into_
         lines = ["", *lines]
     doc[at:at] = lines
     atomic_write_text(path, "\n".join(doc).rstrip("\n") + "\n")
+
+
+def add_table_rows(path: Path, heading: str, intro: str, header: list[str], rows: list[str]) -> None:
+    """Append `rows` to the section's tables when its table has `header`; otherwise (a new section, or older tables
+    with other columns) start a `header` table at the section's end."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    title = f"## {heading}\n"
+    section = text.split(title, 1)[1].split("\n## ", 1)[0] if title in text else ""
+    if header[0] in section.splitlines():
+        add_to_section(path, heading, intro, rows, into_table=True)
+    else:
+        add_to_section(path, heading, intro, [*header, *rows])

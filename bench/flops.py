@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping
 
 from tailor.errors import TailorError
+from train.memory import Arch, arch_from_config
 
 # bf16 dense (no sparsity) tensor-core peak per GPU, TFLOP/s, from the vendors' data sheets. The first match of a
 # key inside torch.cuda.get_device_name() wins, so longer names come first.
@@ -44,58 +45,14 @@ GPU_BF16_PEAK_TFLOPS: dict[str, float] = {
     "L4": 121.0,
 }
 
-LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The dimensions of a dense Qwen-style decoder that decide its FLOPs."""
-
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int
-    vocab: int
-
-    @property
-    def attn_dim(self) -> int:
-        return self.heads * self.head_dim
-
-    def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(d_in, d_out) of each linear in one decoder layer."""
-        kv = self.kv_heads * self.head_dim
-        return {"q_proj": (self.hidden, self.attn_dim), "k_proj": (self.hidden, kv), "v_proj": (self.hidden, kv),
-                "o_proj": (self.attn_dim, self.hidden), "gate_proj": (self.hidden, self.intermediate),
-                "up_proj": (self.hidden, self.intermediate), "down_proj": (self.intermediate, self.hidden)}
-
-    @property
-    def layer_params(self) -> int:
-        """N_layers: weights of all decoder-layer linears."""
-        return self.layers * sum(i * o for i, o in self.linear_shapes().values())
-
-    @property
-    def head_params(self) -> int:
-        return self.hidden * self.vocab
-
-    def lora_params(self, r: int, targets: str | Iterable[str] = "all-linear") -> int:
-        """N_lora for rank r on the given target modules ("all-linear" = every decoder linear, not the LM head)."""
-        names = set(LINEAR_NAMES) if targets == "all-linear" else set(targets)
-        return self.layers * sum(r * (i + o) for name, (i, o) in self.linear_shapes().items() if name in names)
-
-
-def shape_from_config(config: Mapping[str, Any] | Any) -> ModelShape:
-    """The shape of a dense Qwen2/Qwen3/Llama-style config (a transformers config or its config.json dict)."""
-    get = config.get if isinstance(config, Mapping) else (lambda key, default=None: getattr(config, key, default))
-    if get("num_experts") or get("n_routed_experts") or get("num_local_experts"):
-        raise TailorError(f"{get('model_type')}: mixture-of-experts configs are not supported by the FLOP count "
+def shape_from_config(config: Mapping[str, Any] | Any) -> Arch:
+    """The shape of a dense model's config (a transformers config or its config.json dict); refuses MoE."""
+    arch = arch_from_config(config)
+    if arch.experts:
+        raise TailorError(f"{arch.model_type}: mixture-of-experts configs are not supported by the FLOP count "
                           "yet; benchmark a dense model (qwen2.5-0.5b, qwen2.5-7b, qwen3-8b).")
-    heads = get("num_attention_heads")
-    return ModelShape(layers=get("num_hidden_layers"), hidden=get("hidden_size"), heads=heads,
-                      kv_heads=get("num_key_value_heads") or heads,
-                      head_dim=get("head_dim") or get("hidden_size") // heads,
-                      intermediate=get("intermediate_size"), vocab=get("vocab_size"))
+    return arch
 
 
 @dataclass(frozen=True)
@@ -115,7 +72,7 @@ class FlopsPerToken:
         return {**asdict(self), "total": self.total}
 
 
-def flops_per_token(shape: ModelShape, lora_r: int, targets: str | Iterable[str] = "all-linear",
+def flops_per_token(shape: Arch, lora_r: int, targets: str | Iterable[str] = "all-linear",
                     doc_length: float = 1024.0, loss_fraction: float = 1.0,
                     gradient_checkpointing: bool = False) -> FlopsPerToken:
     """FLOPs to train one token of a document of `doc_length` tokens, `loss_fraction` of which carry the loss."""

@@ -1,6 +1,6 @@
 """`make bench-data`: tailor's full prepare vs trl's own SFT dataset preparation, on the same generated rows.
 
-    python -m data_prep.bench [--rows 200000] [--procs 1 2] [--no-record]
+    python -m bench.data [--rows 200000] [--procs 1 2] [--no-record]
 
 tailor's prepare does everything the data stage does (read, map, PII redaction, exact and near-dup removal, split,
 chat-template render with masks, contamination check, audit, write). trl's side is `SFTTrainer`'s dataset
@@ -19,6 +19,10 @@ import time
 from datetime import date
 from pathlib import Path
 
+from bench.record import add_table_rows
+
+SECTION = "Data preparation: tailor vs trl (`make bench-data`)"
+TABLE = ["| date | rows | processes | tailor | trl | ratio |", "|---|---|---|---|---|---|"]
 TOPICS = ["booking", "invoice", "refund", "room service", "parking", "late checkout", "spa", "breakfast", "wifi"]
 
 
@@ -77,7 +81,7 @@ def time_trl(data: Path, model: Path, out: Path, procs: int) -> tuple[float, int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.data", description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to BENCHMARKS.md")
@@ -107,15 +111,11 @@ def main() -> None:
 
 def record(lines: list[str]) -> None:
     """Table rows in the data-preparation section of BENCHMARKS.md."""
-    from tailor.benchmarks import add_to_section
-
     intro = (f"Machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, Python "
              f"{platform.python_version()}. tailor = full prepare (read, PII, exact + near dedup, split, render "
              "with masks, contamination, audit, write); trl = SFTTrainer dataset preparation (template + "
-             "tokenize). Ratio = trl time / tailor time (> 1: tailor faster).\n\n"
-             "| date | rows | processes | tailor | trl | ratio |\n|---|---|---|---|---|---|")
-    add_to_section(Path("BENCHMARKS.md"), "Data preparation: tailor vs trl (`make bench-data`)", intro, lines,
-                   into_table=True)
+             "tokenize). Ratio = trl time / tailor time (> 1: tailor faster).")
+    add_table_rows(Path("BENCHMARKS.md"), SECTION, intro, TABLE, lines)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`make bench-eval`: generation throughput of tailor's eval vs transformers' own batched generate and a per-row loop.
 
-    python -m eval.bench [--rows N] [--batch-size 25] [--max-new-tokens 64] [--model DIR] [--no-record]
+    python -m bench.eval [--rows N] [--batch-size 25] [--max-new-tokens 64] [--model DIR] [--no-record]
 
 Same model (the demo's real SmolLM2-135M-Instruct unless --model, in the dtype eval generates in), same held-out
 prompts of the demo task (prepared by the data stage into .cache/bench-eval/), same greedy settings and stop ids:
@@ -24,6 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from bench.record import add_table_rows
 from eval.generate import Generations
 
 SECTION = "Eval generation: batched vs per-row generate (`make bench-eval`)"
@@ -137,23 +138,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def record(result: dict[str, Any], path: Path) -> None:
     """One table row in the eval-generation section of BENCHMARKS.md; a new table (under the older ones) when the
     section's tables have other columns."""
-    from tailor.benchmarks import add_to_section
-
     r = result
     row = (f"| {date.today().isoformat()} | {r['model']} | {r['dtype']} | {r['rows']} | {r['batch']} | "
            f"{r['max_new']} | {r['tailor_tps']:.1f} tok/s | {r['batched_tps']:.1f} tok/s | {r['loop_tps']:.1f} tok/s | "
            f"{r['ratio_batched']:.2f} | {r['ratio_loop']:.2f} | {len(r['mismatches'])}, "
            f"{len(r['batched_mismatches'])} of {r['rows']} |")
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    section = text.split(f"## {SECTION}\n", 1)[1].split("\n## ", 1)[0] if f"## {SECTION}\n" in text else ""
-    if TABLE[0] in section.splitlines():
-        add_to_section(path, SECTION, INTRO, [row], into_table=True)
-    else:
-        add_to_section(path, SECTION, INTRO, [*TABLE, row])
+    add_table_rows(path, SECTION, INTRO, TABLE, [row])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.eval", description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="recipes/hotel-demo.yaml")
     parser.add_argument("--rows", type=int, default=98, help="held-out rows (the demo has 98)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's eval.batch_size")
