@@ -88,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
-    from tailor.tiny_models import ensure_tiny_model
+    from tests.tiny_models import ensure_tiny_model
 
     model = ensure_tiny_model("qwen2.5")
     out = Path(".cache/bench-data")

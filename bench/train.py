@@ -105,7 +105,7 @@ def ensure_bench_tokenizer(family: str) -> Path:
         return target
     import shutil
 
-    from tailor.tiny_models import ensure_tiny_model
+    from tests.tiny_models import ensure_tiny_model
 
     source = ensure_tiny_model(family)
     with atomic_dir(target) as tmp:
@@ -119,7 +119,7 @@ def ensure_bench_model(name: str) -> Path:
     """A checkpoint folder with random weights (seeded, bf16 like the real checkpoints) and the real Qwen tokenizer,
     built once into `.cache/bench-models/<name>`; `test` is the tiny Qwen2.5 test checkpoint."""
     from tailor.models import cache_dir
-    from tailor.tiny_models import ensure_tiny_model
+    from tests.tiny_models import ensure_tiny_model
 
     if name == "test":
         return ensure_tiny_model("qwen2.5")

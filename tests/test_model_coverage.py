@@ -12,6 +12,7 @@ import pytest
 
 from conftest import REPO
 from tailor.recipe import load_recipe
+from train.plan import arch_configs
 
 MODELS = REPO / "recipes" / "models"
 # recipe -> (tiny checkpoint, model_type of the real hub model's config.json)
@@ -50,7 +51,7 @@ def test_every_model_recipe_maps_to_a_tiny_checkpoint_of_its_architecture() -> N
         assert recipe.model.gguf_file is None and "/" in recipe.model.name_or_path, stem
         assert tiny in SPECS and model_config(tiny).model_type == model_type, stem
         if stem in ARCH_CONFIGS:
-            real = json.loads((REPO / "tailor" / "arch_configs" / f"{ARCH_CONFIGS[stem]}.json").read_text())
+            real = json.loads(arch_configs()[ARCH_CONFIGS[stem]].read_text())
             assert real["model_type"] == model_type and real["architectures"] == [SPECS[tiny].architecture], stem
             assert AutoConfig.for_model(**real).model_type == model_type
     moe = {stem: load_recipe(MODELS / f"{stem}.yaml").peft.moe_experts for stem in RECIPE_TINY}
