@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from tailor.render import TEXT_ROLE, RowError, is_text_row  # noqa: F401 (re-export: the rendering core's)
 from tailor.schema import SHAREGPT_ROLES, DataSource
 
 ROLES = ("system", "user", "assistant", "tool")
-TEXT_ROLE = "text"
 PASSTHROUGH_KEYS = ("tool_calls", "tool_call_id", "name", "reasoning_content")
-
-
-class RowError(ValueError):
-    """A row that cannot become a training example; the message is the reason recorded in rejected.jsonl."""
 
 
 def to_messages(row: dict[str, Any], source: DataSource, system_prompt: str | None) -> list[dict[str, Any]]:
@@ -94,10 +90,6 @@ def _check_conversation(messages: list[dict[str, Any]]) -> None:
         raise RowError("the last assistant message is empty")
     if not any(m["role"] == "user" for m in messages):
         raise RowError("the conversation has no user message")
-
-
-def is_text_row(messages: list[dict[str, Any]]) -> bool:
-    return len(messages) == 1 and messages[0]["role"] == TEXT_ROLE
 
 
 def row_text(messages: list[dict[str, Any]]) -> str:

@@ -24,41 +24,24 @@ from typing import Any
 from data_prep.card import build_card, card_markdown
 from data_prep.eval_sets import EvalSet, collect_sets, remove_overlaps
 from data_prep.plan import Collected, Plan, collect, plan_split
-from data_prep.render import Renderer
+from tailor.contract import data_hash
 from tailor.errors import TailorError
-from tailor.recipe import recipe_hash, section_hash
+from tailor.recipe import recipe_hash
+from tailor.render import Renderer, renderer_for
 from tailor.runs import RunPaths, atomic_dir, atomic_write_text, read_json, run_paths, update_record
 from tailor.schema import Recipe
 
 log = logging.getLogger(__name__)
 
 CODE_DIR = Path(__file__).resolve().parent
-
-
-def data_hash(recipe: Recipe) -> str:
-    """Hash of every recipe setting that changes the prepared data; train and eval check it."""
-    return _sha(f"{section_hash(recipe, 'model', 'data')}:max_length={recipe.training.max_length}")
-
-
-def check_prepared_data(recipe: Recipe, paths: RunPaths) -> dict[str, Any]:
-    """The prepared data must exist and come from this recipe's model and data settings."""
-    if not paths.manifest.is_file() or not paths.train_data.is_file():
-        raise TailorError(f"no prepared data in {paths.data_dir}: run `make data RECIPE=...` first.")
-    manifest = read_json(paths.manifest)
-    if manifest.get("data_hash") != data_hash(recipe):
-        raise TailorError(f"{paths.manifest} was prepared with different model/data settings than this recipe; "
-                          "run `make data RECIPE=...` again.")
-    return manifest
+# data_prep's own source and the core code that decides what it writes (the renderer: template and loss masks)
+CORE_CODE = (CODE_DIR.parent / "tailor" / "render.py",)
 
 
 def code_version() -> str:
-    """Hash of data_prep's own source: any change to how data is prepared invalidates cached data."""
-    return _sha("".join(p.read_text(encoding="utf-8") for p in sorted(CODE_DIR.glob("*.py"))))
-
-
-def renderer_for(recipe: Recipe, tokenizer: Any) -> Renderer:
-    template = Path(recipe.data.template).read_text(encoding="utf-8") if recipe.data.template else None
-    return Renderer(tokenizer, tuple(recipe.data.roles_to_train), template, dict(recipe.data.template_kwargs))
+    """Hash of the code that prepares data: any change to it invalidates cached data."""
+    files = [*sorted(CODE_DIR.glob("*.py")), *CORE_CODE]
+    return _sha("".join(p.read_text(encoding="utf-8") for p in files))
 
 
 def prepare(recipe: Recipe, force: bool = False) -> dict[str, Any]:

@@ -28,13 +28,11 @@ def load_retention(recipe: Recipe, tokenizer: Any) -> dict[str, list[dict[str, A
     """Each retention set rendered for the loss: {name: [{id, input_ids, assistant_masks}, ...]} (the first
     `eval.retention.max_rows` rows; a row cut by eval.retention.max_length keeps the answer tokens that fit, one
     with none left is skipped)."""
-    from data_prep.prepare import renderer_for
+    from tailor.render import RowError, renderer_for
 
     settings = recipe.eval.retention
     if settings is None:
         return {}
-    from data_prep.formats import RowError
-
     renderer = renderer_for(recipe, tokenizer)
     out: dict[str, list[dict[str, Any]]] = {}
     skipped: dict[str, int] = {}

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 def load_heldout(recipe: Recipe, paths: RunPaths) -> list[dict[str, Any]]:
     """The rows of the default (first) eval set."""
-    from data_prep.prepare import check_prepared_data
     from eval.sets import load_set, selected_sets
+    from tailor.contract import check_prepared_data
 
     check_prepared_data(recipe, paths)
     return load_set(recipe, paths, selected_sets(recipe)[0])
@@ -60,7 +60,6 @@ def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None
 
     The first set is the default one: other runs, predictions files and the judge are compared on it, and its
     block also fills the top-level keys (`models`, `comparisons`, ...). Every set has its block in `sets`."""
-    from data_prep.prepare import check_prepared_data
     from eval.backends import resolve_backend
     from eval.cost import CostMeter
     from eval.engine import SetInput, run_sets
@@ -68,6 +67,7 @@ def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None
     from eval.general import check_available
     from eval.retention import load_retention, summarize
     from eval.sets import load_set, selected_sets
+    from tailor.contract import check_prepared_data
     from tailor.models import load_tokenizer
 
     meter = CostMeter()

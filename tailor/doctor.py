@@ -48,8 +48,8 @@ def choices(recipe: Any = None) -> dict[str, Any]:
     optimizer, threads."""
     import torch
 
+    from tailor.choices import optimizer_name, use_liger
     from tailor.schema import Recipe
-    from train.config import optimizer_name, use_liger
 
     if recipe is None:
         recipe = Recipe.model_validate({"name": "defaults", "model": {"name_or_path": "-"},

@@ -3,11 +3,15 @@
 Every stage adds its facts to the run record (`run.json`, see `tailor.runs.update_record`) and to its W&B run
 (`tailor.tracking`). Nothing here reads an environment variable other than the few named below, so no secret can
 end up in a record: WORLD_SIZE, TAILOR_STRATEGY (set by the launcher) and TAILOR_GPU_HOUR_PRICE.
+
+One-way dependency: `tailor.runs` imports this module; this module imports no other part of tailor than
+`tailor.hashing` (`RunPaths` is a type hint only), which is why it reads JSON and the CPU name itself.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import platform
@@ -78,11 +82,20 @@ def hardware() -> dict[str, Any]:
     """GPU model and count (torch.cuda), CPU model and cores of this machine."""
     import torch
 
-    from tailor.precision import cpu_name
-
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return {"gpu_count": gpus, "gpu_model": torch.cuda.get_device_name(0) if gpus else None,
             "cpu_model": cpu_name(), "cpu_isa": torch.backends.cpu.get_cpu_capability(), "cpu_cores": os.cpu_count()}
+
+
+def cpu_name() -> str:
+    """The CPU model name (from /proc/cpuinfo on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def data_card_hash(paths: "RunPaths") -> str | None:
@@ -136,10 +149,8 @@ def stage_facts(paths: "RunPaths", stage: str, info: dict[str, Any]) -> dict[str
 
 
 def _safe_json(path: Path) -> dict[str, Any]:
-    from tailor.runs import read_json
-
     try:
-        value = read_json(path)
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
@@ -152,8 +163,6 @@ def eval_tokens(paths: "RunPaths", results: dict[str, Any], generated: int | Non
     counted here with the adapter's tokenizer over predictions.jsonl, or estimated at 4 characters per token when
     no tokenizer can be loaded (`source` says which).
     """
-    import json
-
     prompts, answers = [], []
     try:
         for line in paths.predictions.read_text(encoding="utf-8").splitlines():

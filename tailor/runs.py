@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from tailor.lineage import stage_facts, totals
 from tailor.schema import Recipe
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,6 @@ def update_record(paths: RunPaths, stage: str, info: dict[str, Any]) -> None:
     Adds `usage` (duration, devices, device-hours, cost, tokens) and `lineage` (code, packages, launch, hardware,
     data card hash) to the stage's entry and recomputes the run's `totals` (`tailor.lineage`).
     """
-    from tailor.lineage import stage_facts
-
     facts = stage_facts(paths, stage, info)
 
     def change(record: dict[str, Any]) -> None:
@@ -160,8 +159,6 @@ def modify_record(paths: RunPaths, change: Callable[[dict[str, Any]], None]) -> 
     kept aside as run.json.corrupt and a fresh record is started, so one bad write never blocks later stages.
     """
     from filelock import FileLock
-
-    from tailor.lineage import totals
 
     paths.root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(paths.root / ".run.json.lock"), timeout=120):

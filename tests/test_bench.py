@@ -192,7 +192,7 @@ def test_train_run_is_a_prepared_run_for_python_m_train(tiny_qwen25: Path, tmp_p
     accepts as they are."""
     import shlex
 
-    from data_prep.prepare import check_prepared_data
+    from tailor.contract import check_prepared_data
     from tailor.recipe import load_recipe
     from tailor.runs import run_paths
 

@@ -108,8 +108,8 @@ def test_keep_best_needs_eval_steps_that_divide_save_steps(tiny_recipe) -> None:
 
 
 def test_train_refuses_stale_or_missing_data(tiny_recipe) -> None:
+    from tailor.contract import check_prepared_data
     from tailor.errors import TailorError
-    from data_prep.prepare import check_prepared_data
 
     recipe = load_recipe(tiny_recipe(rows=16))
     with pytest.raises(TailorError, match="run `make data"):

@@ -83,7 +83,7 @@ def explain_failure(code: int, launch_dir: Path) -> str:
 def stage(recipe: Recipe, args: argparse.Namespace) -> None:
     import torch
 
-    from data_prep.prepare import check_prepared_data
+    from tailor.contract import check_prepared_data
     from tailor.models import check_target_modules
     from tailor.precision import resolve_precision
     from tailor.runs import run_paths

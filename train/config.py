@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import TYPE_CHECKING, Any
 
+from tailor.choices import optimizer_name, use_liger  # noqa: F401 (re-export: train.plan and the bench use them)
 from tailor.runs import RunPaths
 from tailor.schema import Recipe
 
@@ -31,29 +31,6 @@ def lora_config(recipe: Recipe, model: Any = None) -> "LoraConfig":
         bias="none",
         task_type="CAUSAL_LM",
     )
-
-
-def optimizer_name(recipe: Recipe, on_gpu: bool, strategy: str = "single") -> str:
-    """auto: fused AdamW (one kernel for all LoRA tensors); QLoRA on GPUs: paged 8-bit AdamW (bitsandbytes),
-    except under DeepSpeed, which drives its own optimizer step."""
-    if recipe.training.optim != "auto":
-        return recipe.training.optim
-    if recipe.peft.method == "qlora" and on_gpu and not strategy.startswith("zero"):
-        return "paged_adamw_8bit"
-    return "adamw_torch_fused"
-
-
-def use_liger(recipe: Recipe, on_gpu: bool) -> bool:
-    """Liger fused kernels: `on` requires liger-kernel; `auto` uses them on GPUs when installed."""
-    installed = importlib.util.find_spec("liger_kernel") is not None
-    if recipe.training.liger == "on":
-        if not installed:
-            from tailor.errors import TailorError
-
-            raise TailorError("training.liger=on but liger-kernel is not installed: `.venv/bin/pip install "
-                              "liger-kernel`, or set training.liger=auto.")
-        return True
-    return recipe.training.liger == "auto" and installed and on_gpu
 
 
 def sft_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, precision: str, report_to: list[str],

@@ -34,7 +34,7 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
     from transformers import set_seed
     from trl import SFTTrainer
 
-    from data_prep.prepare import check_prepared_data
+    from tailor.contract import check_prepared_data
     from tailor.models import load_model, load_tokenizer
     from tailor.precision import resolve_precision
     from train import lm_head
@@ -106,7 +106,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     """
     from accelerate import PartialState
 
-    from data_prep.prepare import check_prepared_data
+    from tailor.contract import check_prepared_data
     from tailor.tracking import finish_stage, start_stage
     from train import checkpoints
     from train.callbacks import CheckpointMarker, Heartbeat, PreemptionStop

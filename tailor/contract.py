@@ -1,0 +1,33 @@
+"""The prepared-data contract: what train and eval check in the run folder before they trust `data/`.
+
+The data stage writes `data/manifest.json` with the `data_hash` of the recipe it prepared for (`data_hash`); a
+later stage refuses the data unless the manifest exists and carries its own recipe's hash (`check_prepared_data`).
+Both sides compute the hash here, in the core, so no stage imports another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from tailor.errors import TailorError
+from tailor.recipe import section_hash
+from tailor.runs import RunPaths, read_json
+from tailor.schema import Recipe
+
+
+def data_hash(recipe: Recipe) -> str:
+    """Hash of every recipe setting that changes the prepared data; train and eval check it."""
+    text = f"{section_hash(recipe, 'model', 'data')}:max_length={recipe.training.max_length}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_prepared_data(recipe: Recipe, paths: RunPaths) -> dict[str, Any]:
+    """The prepared data must exist and come from this recipe's model and data settings; returns the manifest."""
+    if not paths.manifest.is_file() or not paths.train_data.is_file():
+        raise TailorError(f"no prepared data in {paths.data_dir}: run `make data RECIPE=...` first.")
+    manifest = read_json(paths.manifest)
+    if manifest.get("data_hash") != data_hash(recipe):
+        raise TailorError(f"{paths.manifest} was prepared with different model/data settings than this recipe; "
+                          "run `make data RECIPE=...` again.")
+    return manifest
