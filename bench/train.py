@@ -98,7 +98,7 @@ def tokenizer_family(config: dict[str, Any]) -> str:
 def ensure_bench_tokenizer(family: str) -> Path:
     """The real Qwen tokenizer (with chat template) of a model family, saved once into
     `.cache/bench-models/tokenizers/<family>` (about 8 MB: what a GPU machine needs carried)."""
-    from tailor.models import cache_dir
+    from tailor.runs import cache_dir
 
     target = cache_dir() / "bench-models" / "tokenizers" / family
     if (target / "tokenizer_config.json").is_file():
@@ -118,7 +118,7 @@ def ensure_bench_tokenizer(family: str) -> Path:
 def ensure_bench_model(name: str) -> Path:
     """A checkpoint folder with random weights (seeded, bf16 like the real checkpoints) and the real Qwen tokenizer,
     built once into `.cache/bench-models/<name>`; `test` is the tiny Qwen2.5 test checkpoint."""
-    from tailor.models import cache_dir
+    from tailor.runs import cache_dir
     from tests.tiny_models import ensure_tiny_model
 
     if name == "test":
@@ -213,7 +213,7 @@ def install_rows(recipe: Any, rows: Path) -> None:
     """Make the bench rows the recipe's prepared data (with a manifest whose data hash matches the recipe)."""
     import shutil
 
-    from data_prep.prepare import data_hash
+    from tailor.contract import data_hash
     from tailor.runs import run_paths
 
     paths = run_paths(recipe)
@@ -251,7 +251,7 @@ def trl_tuned_trainer(spec: dict[str, Any], recipe: Any) -> Any:
     from tailor.models import resolve_dtype
     from tailor.precision import resolve_precision
     from train import lm_head
-    from train.config import optimizer_name, use_liger
+    from tailor.choices import optimizer_name, use_liger
 
     lm_head.disable()  # trl's own LM-head rule, also after a tailor row in this process (--in-process)
     t, peft = recipe.training, recipe.peft

@@ -3,7 +3,6 @@ heldout.parquet; the mask audit counts every row written and stops the run on a 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,13 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from data_prep.audit import AuditReport, check, end_of_turn_token
+from data_prep.audit import AuditReport, check, count_rows, end_of_turn_token
 from data_prep.contamination import HeldoutIndex
+from data_prep.eval_sets import write_sets
 from data_prep.plan import Collected, Plan
-from data_prep.shards import block_rows, output_schema, read_planned, to_output
+from data_prep.shards import WORK_COLUMNS, block_rows, output_schema, read_planned, to_output
 from tailor.schema import Recipe
 
-WORK_COLUMNS = ["_text", "_eot", "_trained"]
 
 
 @dataclass
@@ -34,8 +33,6 @@ def write_splits(recipe: Recipe, tokenizer: Any, collected: Collected, plan: Pla
                  sets: dict[str, Any] | None = None) -> Written:
     """train.parquet, heldout.parquet (the hash split, empty without one) and data/eval/<name>.parquet for the
     named sets (`data_prep.eval_sets`)."""
-    from data_prep.eval_sets import write_sets
-
     settings = recipe.data.contamination
     audit = AuditReport(end_of_turn=end_of_turn_token(tokenizer)[1],
                         template_mismatches=collected.rejected.mismatches)
@@ -56,7 +53,7 @@ def write_splits(recipe: Recipe, tokenizer: Any, collected: Collected, plan: Pla
     trained = 0
     with pq.ParquetWriter(out / "train.parquet", schema) as writer:
         for table in planned(plan.train, columns):
-            trained += _audit(audit, table)
+            trained += count_rows(audit, table)
             if index is not None:
                 index.scan(table.column("_text").to_pylist())
             writer.write_table(to_output(table, schema))
@@ -79,7 +76,7 @@ def write_splits(recipe: Recipe, tokenizer: Any, collected: Collected, plan: Pla
     columns = [f.name for f in schema] + WORK_COLUMNS
     with pq.ParquetWriter(out / "heldout.parquet", schema) as writer:
         for table in planned(heldout, columns):
-            _audit(audit, table)
+            count_rows(audit, table)
             writer.write_table(to_output(table, schema))
     eval_sets = write_sets(sets or {}, out, audit)
     check(audit)
@@ -90,12 +87,3 @@ def write_splits(recipe: Recipe, tokenizer: Any, collected: Collected, plan: Pla
         "heldout_total": int(tokens[heldout].sum()),
         "train_truncated_rows": int(np.frombuffer(bytes(collected.truncated), dtype=np.uint8)[plan.train].sum()),
     }, summary, audit, eval_sets)
-
-
-def _audit(audit: AuditReport, table: Any) -> int:
-    """Count a block of rows in the audit; return their trained tokens."""
-    columns = table.select(["id", "_eot", "_trained", "trained_turns", "truncated", "role_tokens",
-                            "role_trained"]).to_pydict()
-    for row_id, eot, trained, turns, truncated, role_tokens, role_trained in zip(*columns.values()):
-        audit.add(row_id, eot, trained > 0, turns, truncated, json.loads(role_tokens), json.loads(role_trained))
-    return int(sum(columns["_trained"]))

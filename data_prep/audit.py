@@ -131,3 +131,12 @@ def format_report(report: AuditReport) -> str:
         total, trained = report.tokens_by_role[role], report.trained_by_role[role]
         lines.append(f"       {role:<10} {total:>9} tokens, {trained:>9} trained ({trained / max(total, 1):.0%})")
     return "\n".join(lines)
+
+
+def count_rows(audit: AuditReport, table: Any) -> int:
+    """Count a block of rows in the audit; return their trained tokens."""
+    columns = table.select(["id", "_eot", "_trained", "trained_turns", "truncated", "role_tokens",
+                            "role_trained"]).to_pydict()
+    for row_id, eot, trained, turns, truncated, role_tokens, role_trained in zip(*columns.values()):
+        audit.add(row_id, eot, trained > 0, turns, truncated, json.loads(role_tokens), json.loads(role_trained))
+    return int(sum(columns["_trained"]))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from data_prep.plan import Collected, Plan, Rejections, _usable, collect
-from data_prep.render import Renderer
+from tailor.render import Renderer
 from tailor.errors import TailorError
 from tailor.schema import Recipe
 
@@ -132,8 +132,8 @@ def write_sets(sets: dict[str, EvalSet], out: Path, audit: Any) -> dict[str, dic
     """data/eval/<name>.parquet for every set (held-out schema), each row counted by the mask audit."""
     import pyarrow.parquet as pq
 
-    from data_prep.assemble import WORK_COLUMNS, _audit
-    from data_prep.shards import output_schema, read_planned, to_output
+    from data_prep.audit import count_rows
+    from data_prep.shards import WORK_COLUMNS, output_schema, read_planned, to_output
 
     schema = output_schema(heldout=True)
     columns = [f.name for f in schema] + WORK_COLUMNS
@@ -145,7 +145,7 @@ def write_sets(sets: dict[str, EvalSet], out: Path, audit: Any) -> dict[str, dic
         shards, position = np.asarray(c.shard, dtype=np.int64), np.asarray(c.position, dtype=np.int64)
         with pq.ParquetWriter(out / "eval" / f"{name}.parquet", schema) as writer:
             for table in read_planned(c.shards, shards[eval_set.rows], position[eval_set.rows], columns):
-                _audit(audit, table)
+                count_rows(audit, table)
                 writer.write_table(to_output(table, schema))
         info[name] = {"file": f"eval/{name}.parquet", "sources": eval_set.files, "rows_read": c.rows_read,
                       "rows": len(eval_set.rows), "tokens": int(eval_set.tokens[eval_set.rows].sum()),

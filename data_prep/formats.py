@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tailor.render import TEXT_ROLE, RowError, is_text_row  # noqa: F401 (re-export: the rendering core's)
+from tailor.render import TEXT_ROLE, RowError
 from tailor.schema import SHAREGPT_ROLES, DataSource
 
 ROLES = ("system", "user", "assistant", "tool")

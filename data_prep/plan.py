@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.render import Renderer
+from tailor.render import Renderer
 from tailor.schema import Recipe
 
 TEMPLATE_MISMATCH = "chat template renders"

@@ -28,6 +28,8 @@ PUBLIC = [("id", pa.string()), ("source", pa.string()), ("input_ids", pa.list_(p
 HELDOUT_EXTRA = [("messages", pa.string()), ("prompt", pa.string()), ("reference", pa.string())]
 WORKING = [("_score", pa.float64()), ("_mix", pa.float64()), ("_text", pa.string()), ("_eot", pa.int32()),
            ("_trained", pa.int32())]
+# The working columns the assembly reads besides the public ones (contamination text, audit counts).
+WORK_COLUMNS = ["_text", "_eot", "_trained"]
 
 
 def output_schema(heldout: bool) -> pa.Schema:

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.formats import RowError, is_text_row, row_text, to_messages
+from data_prep.formats import row_text, to_messages
+from tailor.render import RowError, is_text_row
 from data_prep.readers import BadRow, Chunk
-from data_prep.render import Renderer
+from tailor.render import Renderer
 from data_prep.split import content_key, split_score
 
 NON_SYSTEM = ("user", "assistant", "tool", "text")  # a shared system prompt must not make rows look alike

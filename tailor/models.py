@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tailor.errors import TailorError
 from tailor.hashing import file_sha256
-from tailor.runs import atomic_dir
+from tailor.runs import atomic_dir, cache_dir
 from tailor.schema import ModelSettings
 
 if TYPE_CHECKING:
@@ -18,14 +17,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-CACHE_ENV = "TAILOR_CACHE"
-
-
-def cache_dir() -> Path:
-    """Where converted models and tiny test checkpoints live (`$TAILOR_CACHE`, default `.cache/`)."""
-    return Path(os.environ.get(CACHE_ENV, ".cache"))
-
 
 def looks_local(name_or_path: str) -> bool:
     return name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()

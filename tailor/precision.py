@@ -16,11 +16,12 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+
+from tailor.lineage import cpu_name
 
 if TYPE_CHECKING:
     import torch
@@ -59,17 +60,6 @@ class Precision:
 
 
 # ----------------------------------------------------------------------------------------------- the device
-
-def cpu_name() -> str:
-    """The CPU model name (from /proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def cpu_bf16_flags() -> list[str]:
     """The CPU flags that promise native bf16 (avx512_bf16, amx_bf16, amx_tile); empty where none or unknown."""
@@ -112,8 +102,7 @@ def _probe_key() -> str:
 
 def cpu_matmul_rates(refresh: bool = False) -> dict[str, float]:
     """Measured CPU matmul GFLOP/s for float32 and bfloat16, cached for this CPU, torch and kernel environment."""
-    from tailor.models import cache_dir
-    from tailor.runs import atomic_write_json
+    from tailor.runs import atomic_write_json, cache_dir
 
     path = cache_dir() / "hardware" / f"cpu-matmul-{_probe_key()}.json"
     if not refresh and path.is_file():

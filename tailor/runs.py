@@ -18,6 +18,13 @@ from tailor.schema import Recipe
 
 log = logging.getLogger(__name__)
 
+CACHE_ENV = "TAILOR_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where converted models and hardware probes live (`$TAILOR_CACHE`, default `.cache/`)."""
+    return Path(os.environ.get(CACHE_ENV, ".cache"))
+
 
 @dataclass(frozen=True)
 class RunPaths:

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from conftest import chat_rows, write_jsonl
-from data_prep.formats import RowError, to_messages
+from data_prep.formats import to_messages
+from tailor.render import RowError
 from data_prep.prepare import prepare
 from data_prep.readers import BadRow, RawRow, read_rows
-from data_prep.render import render_example
+from tailor.render import render_example
 from tailor.errors import TailorError
 from tailor.recipe import load_recipe
 from tailor.runs import run_paths

@@ -20,7 +20,7 @@ from conftest import REPO, chat_rows, write, write_jsonl
 from data_prep.prepare import prepare
 from tailor.recipe import load_recipe
 from tailor.runs import read_json
-from train.launch import PREEMPTED_EXIT_CODE
+from train.checkpoints import PREEMPTED_EXIT_CODE
 
 STEPS = 5  # 5 x global batch 8 = 40 rows <= the 41+ training rows: no partial (padded) last batch
 # Losses of different process counts agree to float-summation order; adapters after 6 steps at lr 5e-3 to this.

@@ -12,7 +12,7 @@ from conftest import chat_rows, write, write_jsonl
 from data_prep.prepare import prepare
 from tailor.errors import TailorError
 from tailor.recipe import load_recipe
-from tailor.runs import read_json, run_paths
+from tailor.runs import run_paths
 
 
 def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:

@@ -10,7 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_prep.formats import RowError, to_messages
+from data_prep.formats import to_messages
+from tailor.render import RowError
 from tailor.errors import TailorError
 from tailor.recipe import load_recipe
 from tailor.schema import DataSource

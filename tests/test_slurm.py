@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 from tailor.recipe import load_recipe
 from tailor.runs import run_paths
-from train.launch import PREEMPTED_EXIT_CODE
+from train.checkpoints import PREEMPTED_EXIT_CODE
 
 
 def render(path: Path, *args: str) -> Path:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from data_prep.audit import audit_rows, check, end_of_turn_token, highlight
-from data_prep.formats import RowError
-from data_prep.render import Renderer, TemplateMismatch
+from tailor.render import RowError
+from tailor.render import Renderer, TemplateMismatch
 from tailor.errors import TailorError
 
 

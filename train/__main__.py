@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tailor.cli import recipe_parser, run_cli
 from tailor.schema import Recipe
-from train.launch import PREEMPTED_EXIT_CODE, Launch, check_launch, launch_command, render_profile, resolve_strategy
+from train.checkpoints import PREEMPTED_EXIT_CODE
+from train.launch import Launch, check_launch, launch_command, render_profile, resolve_strategy
 
 
 def launch_from_args(recipe: Recipe, args: argparse.Namespace) -> Launch:

@@ -26,6 +26,8 @@ MARKER = "tailor_checkpoint.json"
 RESUMABLE_CHANGES = {"logging_steps", "save_steps", "save_total_limit", "resume", "collective_timeout_s", "strategy",
                      "batch_size", "grad_accum", "torch_compile", "liger", "eval_steps", "eval_rows"}
 
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: a checkpoint was saved on SIGTERM/SIGUSR1; run again to resume
+
 
 @dataclass(frozen=True)
 class Checkpoint:

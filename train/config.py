@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tailor.choices import optimizer_name, use_liger  # noqa: F401 (re-export: train.plan and the bench use them)
+from tailor.choices import optimizer_name, use_liger
 from tailor.runs import RunPaths
 from tailor.schema import Recipe
 

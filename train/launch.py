@@ -23,7 +23,6 @@ from tailor.schema import Recipe
 
 PROFILES = Path(__file__).resolve().parent / "profiles"
 STRATEGIES = ("single", "ddp", "fsdp", "zero2", "zero3")
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: a checkpoint was saved on SIGTERM/SIGUSR1; run again to resume
 
 
 @dataclass(frozen=True)

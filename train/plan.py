@@ -153,7 +153,7 @@ def resolve_strategy(recipe: Recipe, strategy: str | None, gpus: int) -> str:
 def recipe_setup(recipe: Recipe, gpus: int, strategy: str, lora_params: int,
                  targets: tuple[LoraTarget, ...]) -> Setup:
     """The memory-relevant choices of a recipe on GPUs (dtype auto = bfloat16 there)."""
-    from train.config import optimizer_name
+    from tailor.choices import optimizer_name
 
     t, p = recipe.training, recipe.peft
     weight_bytes = 4 if recipe.model.dtype == "float32" else 2

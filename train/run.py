@@ -234,7 +234,7 @@ def _trained_tokens(trainer: Any) -> int:
 
 
 def stage(recipe: Recipe, args: argparse.Namespace) -> None:
-    from train.launch import PREEMPTED_EXIT_CODE
+    from train.checkpoints import PREEMPTED_EXIT_CODE
 
     if train(recipe).get("preempted") and not os.environ.get("TAILOR_LAUNCHER"):
         sys.exit(PREEMPTED_EXIT_CODE)  # under `python -m train` the PREEMPTED marker carries this instead

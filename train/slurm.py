@@ -18,7 +18,8 @@ from tailor.cli import recipe_parser, run_cli
 from tailor.errors import TailorError
 from tailor.runs import atomic_write_text, run_paths
 from tailor.schema import Recipe
-from train.launch import PREEMPTED_EXIT_CODE, Launch, check_launch, resolve_strategy
+from train.checkpoints import PREEMPTED_EXIT_CODE
+from train.launch import Launch, check_launch, resolve_strategy
 
 TEMPLATE = """#!/bin/bash
 # Rendered by `make slurm` for recipe {recipe} ({nodes} node(s) x {gpus} GPU(s), strategy {strategy}).
