@@ -16,18 +16,17 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tailor.errors import TailorError
-from tailor.schema import Recipe
+from tailor.schema import ModelSettings, Recipe, field_named, setting_names
 
 CLI = "command line"
 
-# Names users bring from transformers, peft, axolotl or LLaMA-Factory, mapped to tailor's key.
-ALIASES = {
-    "learning_rate": "lr", "lr_scheduler_type": "lr_scheduler", "num_train_epochs": "epochs",
-    "num_epochs": "epochs", "per_device_train_batch_size": "batch_size", "micro_batch_size": "batch_size",
-    "gradient_accumulation_steps": "grad_accum", "max_seq_length": "max_length", "sequence_len": "max_length",
-    "cutoff_len": "max_length", "warmup_steps": "warmup_ratio", "rank": "r", "lora_r": "r", "lora_rank": "r",
-    "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target": "target_modules",
-    "model_name_or_path": "name_or_path", "model_name": "name_or_path", "base_model": "name_or_path",
+# Names tailor does NOT accept, only hints at in an unknown-key error: other tools' (axolotl, LLaMA-Factory, older
+# trl) and removed keys. The synonyms tailor accepts (trl/transformers/peft names) live in the schema, nowhere else.
+HINT_ONLY = {
+    "padding_free": "packing",
+    "num_epochs": "epochs", "micro_batch_size": "batch_size", "max_seq_length": "max_length",
+    "sequence_len": "max_length", "cutoff_len": "max_length", "warmup_steps": "warmup_ratio", "rank": "r",
+    "lora_rank": "r", "lora_target": "target_modules", "model_name": "name_or_path", "base_model": "name_or_path",
     "torch_dtype": "dtype", "datasets": "sources", "val_set_size": "heldout_fraction",
 }
 
@@ -119,10 +118,11 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
     if isinstance(data, dict) and isinstance(data.get("template"), str):
         data["template"] = _relative(folder / data["template"])
     model = raw.get("model")
-    if isinstance(model, dict) and isinstance(model.get("name_or_path"), str):
-        name = model["name_or_path"]
-        if name.startswith(("./", "../", "/", "~")):
-            model["name_or_path"] = _relative(folder / Path(name).expanduser())
+    for key in setting_names(ModelSettings)["name_or_path"]:
+        if isinstance(model, dict) and isinstance(model.get(key), str):
+            name = model[key]
+            if name.startswith(("./", "../", "/", "~")):
+                model[key] = _relative(folder / Path(name).expanduser())
 
 
 def _relative(path: Path) -> str:
@@ -165,6 +165,8 @@ def _merge(layer: _Layer, raw: dict, prefix: tuple, where) -> None:
     target = layer.values
     for part in prefix:
         target = target[part]
+    for key in raw:  # a later file sets a setting under another of its names: that name wins, not both
+        _drop_other_names(layer, target, prefix, key, keep=raw)
     for key, value in raw.items():
         path = (*prefix, key)
         if isinstance(value, dict) and isinstance(target.get(key), dict):
@@ -174,6 +176,18 @@ def _merge(layer: _Layer, raw: dict, prefix: tuple, where) -> None:
         for old in [p for p in layer.origin if p[: len(path)] == path]:
             del layer.origin[old]
         _record_origins(layer, value, path, where)
+
+
+def _drop_other_names(layer: _Layer, target: dict, prefix: tuple, key: Any, keep: dict) -> None:
+    """Setting `key` replaces the same setting given earlier under another name (lr vs learning_rate); names also in
+    `keep` (the same mapping) stay, so giving both there is the schema's error naming both."""
+    model = _model_at(prefix)
+    field = field_named(model, key) if model is not None and isinstance(key, str) else None
+    for other in setting_names(model)[field] if field else ():
+        if other != key and other in target and other not in keep:
+            del target[other]
+            for old in [p for p in layer.origin if p[: len(prefix) + 1] == (*prefix, other)]:
+                del layer.origin[old]
 
 
 def _record_origins(layer: _Layer, value: Any, path: tuple, where) -> None:
@@ -218,6 +232,8 @@ def _apply_override(layer: _Layer, item: str) -> None:
     if isinstance(target, list):
         if not isinstance(last, int) or last >= len(target):
             raise TailorError(f"{CLI}: override {item!r}: index {last} is outside the list.")
+    else:
+        _drop_other_names(layer, target, tuple(keys[:-1]), last, keep={})
     target[last] = value
     path = tuple(keys)
     for old in [p for p in layer.origin if p[: len(path)] == path]:
@@ -239,14 +255,21 @@ def _explain(err: ValidationError, layer: _Layer, top: Path) -> str:
     messages = []
     for item in err.errors():
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        if item["type"].startswith("tailor_") and "key" in item.get("ctx", {}):
+            loc = (*loc, item["ctx"]["key"])  # the key inside the section or mapping the check was about
         where = _origin_of(loc, layer) or str(top)
         key = _dotted(loc) or "(recipe)"
         if item["type"] == "extra_forbidden":
             valid = _valid_keys(loc[:-1])
-            alias = ALIASES.get(str(loc[-1]))
-            guess = [alias] if alias in valid else difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-            hint = f" Did you mean '{_dotted((*loc[:-1], guess[0]))}'?" if guess else ""
+            hint = _closest(loc)
+            hint = f" Did you mean '{hint}'?" if hint else ""
             messages.append(f"{where}: {key}: unknown key.{hint} Valid keys here: {', '.join(valid)}.")
+        elif item["type"] == "tailor_synonyms":
+            other = _dotted((*loc[:-1], item["ctx"]["other"]))
+            messages.append(f"{where}: {key}: {other} (at {_origin_of((*loc[:-1], item['ctx']['other']), layer)}) "
+                            f"sets the same setting: give only one of the two names.")
+        elif item["type"].startswith("tailor_"):
+            messages.append(f"{where}: {key}: {item['msg']}.")
         elif item["type"] == "missing":
             messages.append(f"{where}: {key}: required key is missing. Add it to the recipe.")
         else:
@@ -265,18 +288,42 @@ def _origin_of(loc: tuple, layer: _Layer) -> str | None:
     return None
 
 
-def _valid_keys(loc: tuple) -> list[str]:
-    """The field names allowed at a location of the recipe."""
+def _closest(loc: tuple) -> str | None:
+    """The key an unknown key most likely meant: a close name (or synonym) in its section, a name of another tool
+    for one of its keys, or the same name in another section (training.lora_alpha -> peft.alpha)."""
+    model, unknown = _model_at(loc[:-1]), str(loc[-1])
+    if model is not None:
+        names = {name: field for field, all_names in setting_names(model).items() for name in all_names}
+        if HINT_ONLY.get(unknown) in model.model_fields:
+            return _dotted((*loc[:-1], HINT_ONLY[unknown]))
+        guess = difflib.get_close_matches(unknown, list(names), n=1, cutoff=0.5)
+        if guess:
+            return _dotted((*loc[:-1], names[guess[0]]))
+    for section in Recipe.model_fields:
+        other = _model_at((section,))
+        field = field_named(other, unknown) if other is not None and other is not model else None
+        if field:
+            return f"{section}.{field}"
+    return None
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The recipe section (pydantic model) at a location of the recipe; keys may be synonyms."""
     model: Any = Recipe
     for part in loc:
         if isinstance(part, int):
             continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
-            return []
-        model = _model_in(model.model_fields[part].annotation)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return []
+        field = field_named(model, part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        model = _model_in(model.model_fields[field].annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _valid_keys(loc: tuple) -> list[str]:
+    """The field names allowed at a location of the recipe."""
+    model = _model_at(loc)
+    return list(model.model_fields) if model is not None else []
 
 
 def _model_in(annotation: Any) -> Any:

@@ -8,7 +8,28 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+
+def also(name: str, *library_names: str) -> AliasChoices:
+    """A key's accepted names: tailor's own first (the one resolved recipes are written with), then the names trl,
+    transformers or peft give the same argument, accepted as synonyms in YAML and on the command line."""
+    return AliasChoices(name, *library_names)
+
+
+def setting_names(model: type[BaseModel]) -> dict[str, tuple[str, ...]]:
+    """Each field of a recipe section with all its accepted names, its own first."""
+    out = {}
+    for field, info in model.model_fields.items():
+        alias = info.validation_alias
+        out[field] = tuple(str(n) for n in alias.choices) if isinstance(alias, AliasChoices) else (field,)
+    return out
+
+
+def field_named(model: type[BaseModel], key: str) -> str | None:
+    """The field a key (its own name or a synonym) sets in a recipe section, or None."""
+    return next((field for field, names in setting_names(model).items() if key in names), None)
 
 
 class Strict(BaseModel):
@@ -16,15 +37,30 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_per_setting(cls, data: Any) -> Any:
+        """A setting given under two of its names (lr and learning_rate) is an error naming both."""
+        if isinstance(data, dict):
+            for field, names in setting_names(cls).items():
+                given = [name for name in names if name in data]
+                if len(given) > 1:
+                    raise PydanticCustomError(
+                        "tailor_synonyms", "{key} and {other} are two names of the same setting ({field}): give "
+                        "only one", {"key": given[1], "other": given[0], "field": field})
+        return data
+
 
 class ModelSettings(Strict):
     """Which base model to fine-tune and how to load it."""
 
-    name_or_path: str = Field(description="Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct), a local folder, or an "
+    name_or_path: str = Field(validation_alias=also("name_or_path", "model_name_or_path"),
+                              description="Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct), a local folder, or an "
                               "installed Python package that ships a GGUF file (with gguf_file).")
     gguf_file: str | None = Field(None, description="GGUF file inside name_or_path; tailor converts it once to a "
                                   "cached ordinary checkpoint.")
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin.")
+    revision: str | None = Field(None, validation_alias=also("revision", "model_revision"),
+                                 description="Hub revision (branch, tag or commit) to pin.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype; auto = the device's native precision on GPUs (bfloat16 from compute "
         "capability 8.0, float16 below), float32 on CPU for training (eval generates in bfloat16 on CPUs with native "
@@ -205,10 +241,11 @@ class PeftSettings(Strict):
     """The adapter: LoRA on full-precision weights, or QLoRA on a 4-bit NF4 base."""
 
     method: Literal["lora", "qlora"] = "lora"
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: Literal["all-linear"] | list[str] = "all-linear"
+    r: int = Field(16, ge=1, validation_alias=also("r", "lora_r"))
+    alpha: int = Field(32, ge=1, validation_alias=also("alpha", "lora_alpha"))
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, validation_alias=also("dropout", "lora_dropout"))
+    target_modules: Literal["all-linear"] | list[str] = Field(
+        "all-linear", validation_alias=also("target_modules", "lora_target_modules"))
     use_rslora: bool = False
     use_dora: bool = False
     moe_experts: Literal["frozen", "targeted"] = Field(
@@ -225,15 +262,19 @@ class PeftSettings(Strict):
 
 
 class TrainingSettings(Strict):
-    """Trainer knobs (names follow common usage; mapped onto trl's SFTConfig in train/config.py)."""
+    """Trainer knobs, mapped onto trl's SFTConfig in train/config.py. Short names, each also accepted under trl's
+    name (learning_rate, num_train_epochs, ...); any other SFTConfig field goes in `extra`."""
 
-    lr: float = Field(2e-4, gt=0.0)
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
-    epochs: float = Field(1.0, gt=0.0)
+    lr: float = Field(2e-4, gt=0.0, validation_alias=also("lr", "learning_rate"))
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", validation_alias=also("lr_scheduler", "lr_scheduler_type"))
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Share of the steps spent warming up (trl's "
+                                "warmup_steps below 1).")
+    epochs: float = Field(1.0, gt=0.0, validation_alias=also("epochs", "num_train_epochs"))
     max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = run all epochs.")
-    batch_size: int = Field(4, ge=1, description="Micro batch per device.")
-    grad_accum: int = Field(1, ge=1)
+    batch_size: int = Field(4, ge=1, validation_alias=also("batch_size", "per_device_train_batch_size"),
+                            description="Micro batch per device.")
+    grad_accum: int = Field(1, ge=1, validation_alias=also("grad_accum", "gradient_accumulation_steps"))
     max_length: int = Field(1024, ge=8, description="Sequences longer than this (in tokens) are truncated.")
     packing: bool = Field(True, description="Pack rows into max_length sequences (trl BFD, padding-free; "
                           "documents stay separate through position_ids). batch_size then counts packed sequences. "
@@ -257,16 +298,14 @@ class TrainingSettings(Strict):
     save_total_limit: int = Field(2, ge=1, description="Keep only the last K checkpoints.")
     resume: bool = Field(True, description="Resume from the latest complete checkpoint of this run (same "
                          "settings). false: discard the run's checkpoints and start over.")
-    padding_free: bool = Field(False, description="Flatten each batch into one sequence without padding "
-                               "(position_ids separate the rows). Efficient with flash_attention_2; with sdpa the "
-                               "mask grows with (batch x length)^2. Packing (BFD) is always padding-free.")
     liger: Literal["auto", "on", "off"] = Field("auto", description="Liger fused kernels (cross-entropy, RMSNorm, "
                                                 "SwiGLU, RoPE): auto = on GPUs when liger-kernel is installed.")
     torch_compile: bool = Field(False, description="torch.compile the model (slow first steps; opt-in).")
     compact_lm_head: bool = Field(True, description="Project only the trained (assistant) positions through the LM "
                                   "head. trl does this on GPUs; true does it on CPUs too (same loss, less work: "
                                   "train/lm_head.py).")
-    collective_timeout_s: int = Field(1800, ge=10, description="A rank that waits longer than this in a "
+    collective_timeout_s: int = Field(1800, ge=10, validation_alias=also("collective_timeout_s", "ddp_timeout"),
+                                      description="A rank that waits longer than this in a "
                                       "collective (NCCL/gloo) fails the job naming the stalled rank.")
     eval_steps: int | None = Field(None, ge=1, description="Held-out loss every N optimizer steps on a fixed "
                                    "slice (eval_rows) of the first eval set, logged next to the training loss (W&B "
@@ -274,8 +313,39 @@ class TrainingSettings(Strict):
                                    "(docs/training.md gives its cost).")
     eval_rows: int = Field(64, ge=1, description="Rows of the first eval set scored at each eval_steps (the first "
                            "N of the prepared set: the same rows every time).")
-    keep_best: bool = Field(False, description="Keep the adapter of the checkpoint with the lowest held-out loss "
-                            "instead of the last one (needs eval_steps; save_steps a multiple of it).")
+    keep_best: bool = Field(False, validation_alias=also("keep_best", "load_best_model_at_end"),
+                            description="Keep the adapter of the checkpoint with the lowest held-out loss instead of "
+                            "the last one (needs eval_steps; save_steps a multiple of it).")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Any other trl SFTConfig field, passed to it "
+                                  "as given (after the settings above), e.g. {neftune_noise_alpha: 5}. Checked "
+                                  "against SFTConfig's fields when the recipe is read; a field tailor sets from its "
+                                  "own keys is refused with the key to use.")
+
+    @property
+    def padding_free(self) -> bool:
+        """Whether batches are flattened without padding (not a recipe key): packing decides, or trl's padding_free
+        given in extra for unpacked rows."""
+        return self.packing or bool(self.extra.get("padding_free"))
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_is_sft_config(cls, extra: dict[str, Any]) -> dict[str, Any]:
+        for key in extra:
+            if key in SFT_SET_BY_TAILOR:
+                raise PydanticCustomError("tailor_extra_set", "tailor sets SFTConfig.{key} itself: use {use}",
+                                          {"key": key, "use": SFT_SET_BY_TAILOR[key]})
+        if not extra:
+            return extra
+        fields = sft_config_fields()  # imports trl: only for a recipe that uses extra
+        for key in extra:
+            if key not in fields:
+                import difflib
+
+                close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise PydanticCustomError("tailor_extra_unknown", "not a field of trl's SFTConfig{hint}",
+                                          {"key": key, "hint": hint})
+        return extra
 
     @model_validator(mode="after")
     def _best_needs_eval(self) -> "TrainingSettings":
@@ -286,6 +356,40 @@ class TrainingSettings(Strict):
             raise ValueError(f"training.keep_best: save_steps ({self.save_steps}) must be a multiple of eval_steps "
                              f"({self.eval_steps}) so every saved checkpoint has a held-out loss")
         return self
+
+
+# SFTConfig fields train/config.py sets from the recipe, with the key that decides each (training.extra refuses them).
+SFT_SET_BY_TAILOR = {
+    "output_dir": "output_dir and name (the run folder)", "learning_rate": "training.lr",
+    "lr_scheduler_type": "training.lr_scheduler", "warmup_steps": "training.warmup_ratio",
+    "num_train_epochs": "training.epochs", "max_steps": "training.max_steps",
+    "per_device_train_batch_size": "training.batch_size", "per_device_eval_batch_size": "training.batch_size",
+    "gradient_accumulation_steps": "training.grad_accum", "max_length": "training.max_length",
+    "packing": "training.packing", "gradient_checkpointing": "training.gradient_checkpointing",
+    "gradient_checkpointing_kwargs": "training.gradient_checkpointing", "weight_decay": "training.weight_decay",
+    "max_grad_norm": "training.max_grad_norm", "optim": "training.optim", "use_liger_kernel": "training.liger",
+    "torch_compile": "training.torch_compile", "logging_steps": "training.logging_steps",
+    "logging_first_step": "training.logging_steps", "seed": "training.seed", "data_seed": "training.seed",
+    "bf16": "training.mixed_precision", "fp16": "training.mixed_precision", "use_cpu": "the device (tailor decides)",
+    "save_strategy": "training.save_steps", "save_steps": "training.save_steps",
+    "save_total_limit": "training.save_total_limit", "save_only_model": "training.resume (tailor saves everything "
+    "for an exact resume)", "eval_strategy": "training.eval_steps", "eval_steps": "training.eval_steps",
+    "prediction_loss_only": "training.eval_steps", "load_best_model_at_end": "training.keep_best",
+    "metric_for_best_model": "training.keep_best", "greater_is_better": "training.keep_best",
+    "report_to": "tracking.backend and tracking.mode", "run_name": "tracking.run_name",
+    "dataset_num_proc": "data.num_proc (data_prep tokenizes)", "ddp_find_unused_parameters": "training.strategy",
+    "ddp_timeout": "training.collective_timeout_s", "include_num_input_tokens_seen": "training.logging_steps",
+    "disable_tqdm": "the log level (TAILOR_LOG)",
+}
+
+
+def sft_config_fields() -> set[str]:
+    """The init fields of trl's SFTConfig (imports trl)."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    return {f.name for f in dataclasses.fields(SFTConfig) if f.init}
 
 
 MetricName = Literal["exact_match", "exact_match_normalized", "token_f1", "rouge_l", "chrf", "json_valid",
@@ -380,8 +484,8 @@ class TrackingSettings(Strict):
     """Weights & Biases logging; offline by default, so nothing leaves the machine unless asked."""
 
     mode: Literal["offline", "online", "disabled"] = "offline"
-    backend: Literal["wandb", "trackio", "mlflow"] = Field(
-        "wandb", description="Tracking sink. trackio and mlflow need their package installed (see docs/tracking.md).")
+    backend: Literal["wandb", "trackio"] = Field(
+        "wandb", description="Tracking sink. trackio needs its package installed (see docs/tracking.md).")
     gpu_hour_price: float | None = Field(None, ge=0.0, description="Price of one GPU-hour (one CPU-hour on CPU) for "
                                          "the cost in run.json and compare; default: env TAILOR_GPU_HOUR_PRICE.")
     api_price_per_1m_tokens: ApiPrice | None = Field(None, description="Price of a paid API ({input, output} per 1M "

@@ -223,9 +223,6 @@ def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _not_available(backend: str) -> str:
-    if backend == "mlflow":
-        return ("tracking.backend: mlflow is not supported by this tailor build (its package is not in the pinned "
-                "environment). Set tracking.backend: wandb (default) or trackio in the recipe.")
     return (f"tracking.backend: {backend} is not installed in this environment. Install it "
             f"(`.venv/bin/pip install {backend}`) or set tracking.backend: wandb in the recipe.")
 

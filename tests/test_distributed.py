@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, chat_rows, write, write_jsonl
+from conftest import REPO, chat_rows, write_jsonl, write_tiny_recipe
 from data_prep.prepare import prepare
 from tailor.recipe import load_recipe
 from tailor.runs import read_json
@@ -32,30 +32,9 @@ WEIGHT_TOL = 2e-4
 def workdir(tmp_path_factory, tiny_qwen25: Path) -> Path:
     """One prepared data set shared by all runs of this module (runs differ only in name and launch)."""
     root = tmp_path_factory.mktemp("dist")
-    write_jsonl(root / "chat.jsonl", chat_rows(64))
-    write(root / "base.yaml", f"""
-        name: base
-        output_dir: {root / 'runs'}
-        model:
-          name_or_path: {tiny_qwen25}
-        data:
-          sources:
-            - path: chat.jsonl
-          heldout_fraction: 0.25
-        peft:
-          dropout: 0.0
-        training:
-          max_steps: {STEPS}
-          batch_size: 4
-          grad_accum: 2
-          max_length: 64
-          logging_steps: 1
-          save_steps: 2
-          lr: 5.0e-3
-          warmup_ratio: 0
-        tracking:
-          mode: disabled
-    """)
+    data = write_jsonl(root / "chat.jsonl", chat_rows(64))
+    write_tiny_recipe(root / "base.yaml", tiny_qwen25, data, "base", peft={"dropout": 0.0},
+                      training={"max_steps": STEPS, "grad_accum": 2, "save_steps": 2, "lr": 5.0e-3, "warmup_ratio": 0})
     return root
 
 

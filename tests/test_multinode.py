@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, chat_rows, write, write_jsonl
+from conftest import REPO, chat_rows, write_jsonl, write_tiny_recipe
 from data_prep.prepare import prepare
 from tailor.recipe import load_recipe
 from tailor.runs import read_json
@@ -30,31 +30,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def recipe_path(tmp_path: Path, tiny_qwen25: Path) -> Path:
     """tests/test_distributed.py's recipe, in fp32 on every CPU (precision auto picks bf16 on some)."""
-    write_jsonl(tmp_path / "chat.jsonl", chat_rows(48))
-    return write(tmp_path / "base.yaml", f"""
-        name: base
-        output_dir: {tmp_path / 'runs'}
-        model:
-          name_or_path: {tiny_qwen25}
-        data:
-          sources:
-            - path: chat.jsonl
-          heldout_fraction: 0.25
-        peft:
-          dropout: 0.0
-        training:
-          max_steps: {STEPS}
-          batch_size: 4
-          grad_accum: 2
-          max_length: 64
-          logging_steps: 1
-          save_steps: 100
-          lr: 5.0e-3
-          warmup_ratio: 0
-          mixed_precision: fp32
-        tracking:
-          mode: disabled
-    """)
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(48))
+    return write_tiny_recipe(tmp_path / "base.yaml", tiny_qwen25, data, "base", peft={"dropout": 0.0},
+                             training={"max_steps": STEPS, "grad_accum": 2, "save_steps": 100, "lr": 5.0e-3,
+                                       "warmup_ratio": 0, "mixed_precision": "fp32"})
 
 
 def free_port() -> int:

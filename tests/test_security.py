@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, chat_rows, write, write_jsonl
+from conftest import REPO, chat_rows, write_jsonl, write_tiny_recipe
 
 from tailor.errors import TailorError
 from tailor.schema import ModelSettings
@@ -29,21 +29,10 @@ def run(module: str, *args: str, **env: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-def recipe_file(tmp_path: Path, model: Path | str, extra: str = "", name: str = "sec", data_extra: str = "") -> Path:
+def recipe_file(tmp_path: Path, model: Path | str, data_keys: dict | None = None) -> Path:
     data = write_jsonl(tmp_path / "data" / "chat.jsonl", chat_rows(16))
-    return write(tmp_path / f"{name}.yaml", f"""
-        name: {name}
-        output_dir: {tmp_path / 'runs'}
-        model:
-          name_or_path: {model}
-        data:
-          sources:
-            - path: {data}
-          heldout_fraction: 0.25
-          {data_extra}
-        training: {{max_steps: 1, batch_size: 4, max_length: 64}}
-        tracking: {{mode: disabled}}
-        """ + extra)
+    return write_tiny_recipe(tmp_path / "sec.yaml", model, data, "sec", data_keys=data_keys,
+                             training={"max_steps": 1})
 
 
 # ---------------------------------------------------------------- YAML
@@ -193,7 +182,7 @@ def test_template_outside_the_project_is_refused_unless_passed_on_the_command_li
     secret.write_text((tiny_qwen25 / "chat_template.jinja").read_text())
     sub = tmp_path / "recipes"
     sub.mkdir()
-    recipe = recipe_file(sub, tiny_qwen25, data_extra="template: ../elsewhere/notes.txt")
+    recipe = recipe_file(sub, tiny_qwen25, data_keys={"template": "../elsewhere/notes.txt"})
     proc = run("tailor", "check", str(recipe))
     assert proc.returncode == 2 and "data.template" in proc.stderr and "outside the project" in proc.stderr, \
         proc.stderr

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from tailor.choices import optimizer_name, use_liger
 from tailor.runs import RunPaths
-from tailor.schema import Recipe
+from tailor.schema import SFT_SET_BY_TAILOR, Recipe
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -35,11 +35,25 @@ def lora_config(recipe: Recipe, model: Any = None) -> "LoraConfig":
 
 def sft_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, precision: str, report_to: list[str],
                strategy: str = "single", grad_accum: int | None = None) -> "SFTConfig":
-    """trl's SFTConfig for the recipe; `precision` (bf16, fp16 or fp32) from `tailor.precision.resolve_precision`."""
+    """trl's SFTConfig for the recipe; `precision` (bf16, fp16 or fp32) from `tailor.precision.resolve_precision`.
+    training.extra goes in last: any other SFTConfig field, checked against SFTConfig's fields at recipe load."""
     from trl import SFTConfig
 
+    kwargs = sft_kwargs(recipe, paths, use_cpu, precision, report_to, strategy, grad_accum)
+    clash = sorted(set(kwargs) & set(recipe.training.extra))
+    if clash:  # the schema refuses these (SFT_SET_BY_TAILOR); a recipe built around it must not override silently
+        from tailor.errors import TailorError
+
+        raise TailorError(f"training.extra sets {', '.join(clash)}, which tailor sets from its own keys: "
+                          + "; ".join(f"{k}: {SFT_SET_BY_TAILOR.get(k, 'training')}" for k in clash))
+    return SFTConfig(**kwargs, **recipe.training.extra)
+
+
+def sft_kwargs(recipe: Recipe, paths: RunPaths, use_cpu: bool, precision: str, report_to: list[str],
+               strategy: str = "single", grad_accum: int | None = None) -> dict[str, Any]:
+    """The SFTConfig arguments tailor sets from the recipe (every name is in tailor.schema.SFT_SET_BY_TAILOR)."""
     t = recipe.training
-    return SFTConfig(
+    return dict(
         output_dir=str(paths.checkpoints_dir),
         learning_rate=t.lr,
         lr_scheduler_type=t.lr_scheduler,
@@ -50,7 +64,6 @@ def sft_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, precision: str, r
         gradient_accumulation_steps=grad_accum or t.grad_accum,
         max_length=t.max_length,
         packing=t.packing,
-        padding_free=t.padding_free,
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         weight_decay=t.weight_decay,

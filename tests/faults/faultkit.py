@@ -19,6 +19,7 @@ TRACEBACK = "Traceback (most recent call last)"
 
 
 from conftest import write_jsonl as jsonl  # noqa: E402, F401  (the shared JSONL writer, re-exported)
+from conftest import write_tiny_recipe  # noqa: E402
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -99,31 +100,10 @@ def tree_digest(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
 
 
 def write_recipe(folder: Path, model: Path, data: Path, name: str = "fault", extra: str = "") -> Path:
-    """A small recipe on a tiny model; the run folder is folder/runs/<name>."""
-    text = f"""name: {name}
-output_dir: {folder / 'runs'}
-model:
-  name_or_path: {model}
-data:
-  sources:
-    - path: {data}
-  heldout_fraction: 0.25
-training:
-  max_steps: 2
-  batch_size: 4
-  max_length: 64
-  logging_steps: 1
-eval:
-  metrics: [exact_match, json_valid]
-  max_new_tokens: 8
-  batch_size: 8
-  max_rows: 8
-tracking:
-  mode: disabled
-{extra}"""
-    path = folder / f"{name}.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    """A small recipe on a tiny model (tests/conftest.py's); the run folder is folder/runs/<name>."""
+    return write_tiny_recipe(folder / f"{name}.yaml", model, data, name, tail=extra,
+                             eval={"metrics": ["exact_match", "json_valid"], "max_new_tokens": 8, "batch_size": 8,
+                                   "max_rows": 8})
 
 
 def chat_rows(n: int, offset: int = 0) -> list[dict]:
