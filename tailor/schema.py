@@ -422,10 +422,10 @@ class GateSettings(Strict):
 
 
 class RetentionSettings(Strict):
-    """General-text loss of base vs tuned on small licensed sets shipped in data/general/ (offline)."""
+    """General-text loss of base vs tuned on small licensed sets shipped in eval/general_data/ (offline)."""
 
     sets: list[str] = Field(default_factory=lambda: ["gsm8k"], min_length=1,
-                            description="Names of data/general/<name>.jsonl (question/answer rows).")
+                            description="Names of eval/general_data/<name>.jsonl (question/answer rows).")
     max_rows: int | None = Field(200, ge=1, description="Rows of each set used (the first N).")
     max_length: int = Field(512, ge=16, description="Tokens of a rendered row (question + answer); longer rows "
                             "are cut, a row with no answer token left is skipped (counted).")

@@ -168,19 +168,23 @@ def test_concurrent_updates_keep_every_stage(tmp_path: Path) -> None:
     assert record["totals"]["seconds"] == pytest.approx(sum(range(8)))
 
 
-def test_unavailable_backend_is_a_clear_error(tmp_path: Path, tiny_qwen25: Path) -> None:
+def test_unavailable_backend_is_a_clear_error(tmp_path: Path, tiny_qwen25: Path, monkeypatch) -> None:
+    """trackio is optional: a recipe choosing it where the package is missing gets a clear error, not a traceback."""
+    import sys
+
     from tailor.errors import TailorError
     from tailor.tracking import start_stage
 
+    monkeypatch.setitem(sys.modules, "trackio", None)  # import trackio raises ImportError
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(4))
     recipe = load_recipe(write(tmp_path / "r.yaml", f"""
-        name: mlf
+        name: trk-missing
         output_dir: {tmp_path / 'runs'}
         model: {{name_or_path: {tiny_qwen25}}}
         data: {{sources: [{{path: {data}}}]}}
-        tracking: {{backend: mlflow}}
+        tracking: {{backend: trackio}}
     """))
-    with pytest.raises(TailorError, match="tracking.backend: mlflow"):
+    with pytest.raises(TailorError, match="trackio"):
         start_stage(recipe, "data")
 
 

@@ -161,7 +161,7 @@ def recipe_setup(recipe: Recipe, gpus: int, strategy: str, lora_params: int,
     return Setup(method=p.method, weight_bytes=weight_bytes, act_bytes=act_bytes, lora_r=p.r, lora_dropout=p.dropout,
                  use_dora=p.use_dora, lora_params=lora_params, targets=targets, micro_batch=t.batch_size,
                  seq_len=t.max_length, gradient_checkpointing=t.gradient_checkpointing,
-                 attn=recipe.model.attn_implementation, padding_free=t.packing or t.padding_free,
+                 attn=recipe.model.attn_implementation, padding_free=t.padding_free,
                  optim=optimizer_name(recipe, on_gpu=True, strategy=strategy), strategy=strategy,  # type: ignore[arg-type]
                  gpus=gpus)
 

@@ -89,14 +89,14 @@ HUGE_VALUES = [  # huge numbers: refused when out of range; inf/nan are never a 
     ("data.sources.0.weight", 1e308, "weight"), ("eval.confidence", 1e10, "eval.confidence"),
 ]
 UNKNOWN_KEYS = [  # (key, text the error must name, hint expected)
-    ("training.learning_rate", "Did you mean 'training.lr'"), ("training.num_train_epochs", "training.epochs"),
-    ("training.lrr", "training.lr"), ("trainng.lr", "trainng"), ("peft.lora_r", "peft.r"),
-    ("peft.lora_alpha", "peft.alpha"), ("model.model_name", "model.name_or_path"), ("model.torch_dtype", "model.dtype"),
+    ("training.learning_rat", "Did you mean 'training.lr'"), ("training.num_epochs", "training.epochs"),
+    ("training.lrr", "training.lr"), ("trainng.lr", "trainng"), ("peft.rank", "peft.r"),
+    ("training.lora_alpha", "peft.alpha"), ("model.model_name", "model.name_or_path"), ("model.torch_dtype", "model.dtype"),
     ("data.source", "data.sources"), ("data.sources.0.pth", "data.sources[0].path"),
     ("data.clean.pii.enable", "enabled"), ("eval.metric", "eval.metrics"), ("tracking.projekt", "tracking.project"),
     ("data.clean.dedupe", "data.clean.dedupe"), ("evaluation", "evaluation"), ("model.trust_remote", "trust_remote"),
     ("training.max_seq_length", "training.max_length"), ("peft.lora_target", "peft.target_modules"),
-    ("training.gradient_accumulation_steps", "training.grad_accum"), ("eval.json_field", "eval.json_field"),
+    ("training.padding_free", "training.packing"), ("eval.json_field", "eval.json_field"),
 ]
 
 
@@ -254,10 +254,13 @@ def data_job(tmp_path: Path, model: Path, name: str, content: bytes, fmt: str = 
     folder.mkdir(parents=True)
     data = folder / f"data.{suffix}"
     data.write_bytes(content)
+    import yaml
+
     recipe = write_recipe(folder, model, data, name=name)
-    text = recipe.read_text().replace(f"    - path: {data}\n", f"    - path: {data}\n      format: {fmt}\n")
-    recipe.write_text(text.replace("  heldout_fraction: 0.25\n", "  heldout_fraction: 0.25\n  max_bad_fraction: 1.0\n"
-                                   + extra))
+    settings = yaml.safe_load(recipe.read_text())
+    settings["data"]["sources"][0]["format"] = fmt
+    settings["data"].update(max_bad_fraction=1.0, **(yaml.safe_load(extra) or {}))
+    recipe.write_text(yaml.safe_dump(settings, sort_keys=False))
     return ["data_prep", str(recipe)], folder / "runs" / name / "data"
 
 
