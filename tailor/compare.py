@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> None:
         from tailor.compare_report import write_report
 
         html = Path(args.html)
-        write_report(html, runs, keys, names, best=args.best)
+        diff = [[k, *(recipe_value(r, k) for r in runs)] for k in keys]
+        write_report(html, runs, (header, rows), diff, names, best_summary(runs, args.best) if args.best else None)
         print(f"report: {html}")
 
 

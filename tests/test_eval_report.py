@@ -101,7 +101,7 @@ def test_wilson_interval_matches_the_closed_form(successes: int, n: int, low: fl
 
 @pytest.mark.parametrize("values", [[], [0.0], [1.0] * 5])
 def test_histogram_edges(values: list[float]) -> None:
-    from eval.svg import histogram
+    from tailor.report import histogram
 
     svg = histogram("t", [("a", values)])
     assert svg.startswith("<svg") and svg.endswith("</svg>") and f"a (n={len(values)})" in svg
