@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
+
 
 def looks_local(name_or_path: str) -> bool:
     return name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
@@ -81,9 +83,8 @@ def _convert_gguf(path: Path, target: Path) -> None:
 
 
 def resolve_dtype(settings: ModelSettings, for_generation: bool = False) -> "torch.dtype":
-    """The weights dtype. `auto`: on GPUs the device's native precision (bfloat16 from compute capability 8.0,
-    float16 below: `tailor.precision`); on CPUs float32 for training and merging (bf16 autocast does the fast part
-    where the CPU has it) and, `for_generation`, bfloat16 where the CPU computes it natively."""
+    """The weights dtype; `auto`: the device's native precision on GPUs (`tailor.precision`), float32 on CPUs except
+    `for_generation`, which gets bfloat16 where the CPU computes it natively."""
     import torch
 
     from tailor.precision import device_precision
@@ -96,9 +97,7 @@ def resolve_dtype(settings: ModelSettings, for_generation: bool = False) -> "tor
 
 
 def load_tokenizer(settings: ModelSettings, source: str | None = None) -> "PreTrainedTokenizerBase":
-    """The tokenizer of the base model (or of `source`, e.g. a saved adapter folder), with a pad token.
-
-    Refuses a tokenizer whose vocabulary does not fit the model's embeddings (a tokenizer from another model)."""
+    """The tokenizer of the base model (or of `source`, e.g. an adapter folder), with a pad token; it must fit."""
     from transformers import AutoTokenizer
 
     where = source or model_source(settings)
@@ -107,8 +106,7 @@ def load_tokenizer(settings: ModelSettings, source: str | None = None) -> "PreTr
         tokenizer = AutoTokenizer.from_pretrained(where, revision=settings.revision,
                                                   trust_remote_code=settings.trust_remote_code)
     except (OSError, ValueError, TypeError, KeyError) as err:
-        raise TailorError(f"model.name_or_path: cannot load a tokenizer from {where} "
-                          f"({_first_line(err)}). {_remote_code_hint(err)}".rstrip()) from None
+        raise _cannot(f"load a tokenizer from {where}", err) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
@@ -119,12 +117,8 @@ def load_tokenizer(settings: ModelSettings, source: str | None = None) -> "PreTr
 
 def load_model(settings: ModelSettings, quantize_4bit: bool = False, for_generation: bool = False,
                **kwargs: Any) -> "PreTrainedModel":
-    """Load the base model; with `quantize_4bit` as NF4 with double quantization (QLoRA) via bitsandbytes;
-    `for_generation` (eval) in the device's generation dtype (`resolve_dtype`).
-
-    Weights are read from safetensors only (pickle files can run code when loaded) unless the recipe sets
-    model.allow_pickle_weights; modelling code shipped with the checkpoint runs only with model.trust_remote_code.
-    """
+    """Load the base model (`quantize_4bit`: NF4 with double quantization for QLoRA), safetensors only unless the
+    recipe sets model.allow_pickle_weights."""
     from transformers import AutoModelForCausalLM
 
     dtype = resolve_dtype(settings, for_generation)
@@ -135,27 +129,17 @@ def load_model(settings: ModelSettings, quantize_4bit: bool = False, for_generat
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
-            bnb_4bit_quant_storage=dtype,
-        )
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
     try:
         return AutoModelForCausalLM.from_pretrained(
-            source,
-            revision=settings.revision,
-            dtype=dtype,
-            trust_remote_code=settings.trust_remote_code,
+            source, revision=settings.revision, dtype=dtype, trust_remote_code=settings.trust_remote_code,
             attn_implementation=settings.attn_implementation,
-            use_safetensors=None if settings.allow_pickle_weights else True,
-            **kwargs,
-        )
+            use_safetensors=None if settings.allow_pickle_weights else True, **kwargs)
     except (OSError, ValueError) as err:
         if isinstance(err, ValueError) and not _is_load_problem(err):
             raise
-        raise TailorError(f"model.name_or_path: cannot load the model from {source} ({_first_line(err)}). "
-                          f"{_remote_code_hint(err)}".rstrip()) from None
+        raise _cannot(f"load the model from {source}", err) from None
 
 
 # ---------------------------------------------------------------- safety checks before anything runs
@@ -171,13 +155,12 @@ def check_weight_files(settings: ModelSettings, source: str) -> None:
         return  # a hub id: from_pretrained(use_safetensors=True) refuses pickle-only repositories itself
     if not (folder / "config.json").is_file():
         raise TailorError(f"model.name_or_path: {folder} has no config.json; it is not a transformers model folder.")
-    safe = list(folder.glob("*.safetensors"))
-    pickled = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and "training_args" not in p.name]
-    if safe:
+    if any(folder.glob("*.safetensors")):
         return
+    pickled = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and "training_args" not in p.name]
     if pickled and not settings.allow_pickle_weights:
-        raise TailorError(f"model.name_or_path: {folder} holds its weights only as pickle ({', '.join(sorted(pickled))})"
-                          ", which can run arbitrary code when loaded. Convert them to safetensors, or, if you trust "
+        raise TailorError(f"model.name_or_path: {folder} holds its weights only as pickle "
+                          f"({', '.join(sorted(pickled))}), which can run arbitrary code when loaded. Convert them to safetensors, or, if you trust "
                           "where they come from, set model.allow_pickle_weights: true.")
     if not pickled:
         raise TailorError(f"model.name_or_path: {folder} has no weights (no *.safetensors file).")
@@ -189,14 +172,14 @@ def warn_remote_code(settings: ModelSettings, source: str) -> None:
         return
     folder = Path(source).expanduser()
     files = sorted(p.name for p in folder.glob("*.py")) if folder.is_dir() else []
-    origin = f"local folder {folder.resolve()}" if folder.is_dir() else         f"hub repository {source} (revision {settings.revision or 'main, unpinned'})"
+    origin = (f"local folder {folder.resolve()}" if folder.is_dir()
+              else f"hub repository {source} (revision {settings.revision or 'main, unpinned'})")
     shown = f": {', '.join(files)}" if files else ""
     log.warning("model.trust_remote_code is true: running Python code shipped with the %s%s", origin, shown)
 
 
 def check_target_modules(settings: ModelSettings, target_modules: Any) -> None:
-    """Every module a recipe's peft.target_modules names must exist in the model (built on the meta device:
-    no weights are read)."""
+    """Every module a recipe's peft.target_modules names must exist in the model (checked on the meta device)."""
     if target_modules == "all-linear":
         return
     names = module_names(settings)
@@ -221,8 +204,7 @@ def module_names(settings: ModelSettings) -> list[str]:
         with init_empty_weights():
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=settings.trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
-        raise TailorError(f"model.name_or_path: cannot read the model config of {source} ({_first_line(err)}). "
-                          f"{_remote_code_hint(err)}".rstrip()) from None
+        raise _cannot(f"read the model config of {source}", err) from None
     return [name for name, _ in model.named_modules()]
 
 
@@ -230,8 +212,6 @@ def _check_vocab_fits(settings: ModelSettings, source: str, tokenizer: Any) -> N
     config_file = Path(source) / "config.json"
     if not config_file.is_file():
         return
-    import json
-
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except ValueError:
@@ -243,19 +223,16 @@ def _check_vocab_fits(settings: ModelSettings, source: str, tokenizer: Any) -> N
                           "Put the model's own tokenizer files in the folder.")
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__
-
-
 def _is_load_problem(err: ValueError) -> bool:
     text = str(err)
     return any(k in text for k in ("trust_remote_code", "Unrecognized", "does not recognize", "safetensors",
                                    "does not appear to have", "model type"))
 
 
-def _remote_code_hint(err: BaseException) -> str:
-    if "trust_remote_code" in str(err):
-        return ("The checkpoint ships its own Python code; set model.trust_remote_code: true only if you trust "
-                "its source.")
-    return ""
+def _cannot(what: str, err: BaseException) -> TailorError:
+    """The error for a failed load: what failed, the cause's first line, and a hint when remote code is needed."""
+    lines = str(err).strip().splitlines()
+    cause = lines[0][:300] if lines else type(err).__name__
+    hint = (" The checkpoint ships its own Python code; set model.trust_remote_code: true only if you trust its "
+            "source.") if "trust_remote_code" in str(err) else ""
+    return TailorError(f"model.name_or_path: cannot {what} ({cause}).{hint}")

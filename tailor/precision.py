@@ -1,13 +1,8 @@
 """Which floating-point precision to compute in, chosen from what the device does fast: measured, not guessed.
 
-- CUDA: bf16 from compute capability 8.0 (Ampere) up; fp16 with loss scaling on older cards (V100, T4), where
-  bf16 is emulated or refused; fp32 below 6.0.
-- CPU: bf16 only where a short matmul probe shows bf16 at least as fast as fp32 (AVX512-BF16 or AMX doing the work).
-  CPU flags are reported but not trusted: inside VMs they lie, and oneDNN may not use them. An AVX2-only CPU runs
-  bf16 matrix products 10-1000x slower than fp32, so fp32 there.
-
-The probe takes about a second and is cached per CPU, torch version and the environment variables that change
-which kernels run (`ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA`), in `$TAILOR_CACHE/hardware/`.
+CUDA: bf16 from compute capability 8.0, fp16 with loss scaling from 6.0, fp32 below. CPU: bf16 only where a short
+matmul probe shows it at least as fast as fp32 (CPU flags are reported, not trusted: VMs lie, oneDNN may ignore them).
+The probe is cached per CPU, torch version and kernel environment variables in `$TAILOR_CACHE/hardware/`.
 """
 
 from __future__ import annotations
@@ -58,8 +53,6 @@ class Precision:
     def line(self) -> str:
         return f"precision: {self.name} ({self.reason})"
 
-
-# ----------------------------------------------------------------------------------------------- the device
 
 def cpu_bf16_flags() -> list[str]:
     """The CPU flags that promise native bf16 (avx512_bf16, amx_bf16, amx_tile); empty where none or unknown."""
@@ -120,8 +113,6 @@ def cpu_matmul_rates(refresh: bool = False) -> dict[str, float]:
     return rates
 
 
-# ------------------------------------------------------------------------------------------------ the choice
-
 def device_precision() -> Precision:
     """What `auto` picks on this device: the fastest precision it computes natively."""
     import torch
@@ -175,6 +166,5 @@ def resolve_precision(requested: str = "auto", warn: bool = True) -> Precision:
 
 
 def generation_dtype(model_dtype: str, precision: Precision) -> str:
-    """Weights dtype for eval generation: the recipe's model.dtype, or with `auto` the chosen precision's dtype
-    (bf16 on a native-bf16 CPU or GPU, fp16 on older GPUs, fp32 otherwise)."""
+    """Weights dtype for eval generation: the recipe's model.dtype, or with `auto` the chosen precision's dtype."""
     return model_dtype if model_dtype != "auto" else TORCH_NAMES[precision.name]

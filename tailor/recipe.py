@@ -1,7 +1,5 @@
 """Load a recipe: YAML files (with `base:` inheritance) plus command-line overrides, validated by the schema.
-
-Every error names the file (and line) that set the offending key, the key path, and a fix.
-"""
+Every error names the file (and line) that set the offending key, the key path, and a fix."""
 
 from __future__ import annotations
 
@@ -10,7 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -63,9 +61,6 @@ def section_hash(recipe: Recipe, *sections: str) -> str:
 
 def _hash_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-# ---------------------------------------------------------------- reading files
 
 
 def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> _Layer:
@@ -173,9 +168,7 @@ def _merge(layer: _Layer, raw: dict, prefix: tuple, where) -> None:
             _merge(layer, value, path, where)
             continue
         target[key] = value
-        for old in [p for p in layer.origin if p[: len(path)] == path]:
-            del layer.origin[old]
-        _record_origins(layer, value, path, where)
+        _set_origins(layer, path, value, where)
 
 
 def _drop_other_names(layer: _Layer, target: dict, prefix: tuple, key: Any, keep: dict) -> None:
@@ -186,8 +179,15 @@ def _drop_other_names(layer: _Layer, target: dict, prefix: tuple, key: Any, keep
     for other in setting_names(model)[field] if field else ():
         if other != key and other in target and other not in keep:
             del target[other]
-            for old in [p for p in layer.origin if p[: len(prefix) + 1] == (*prefix, other)]:
-                del layer.origin[old]
+            _set_origins(layer, (*prefix, other))
+
+
+def _set_origins(layer: _Layer, path: tuple, value: Any = None, where=None) -> None:
+    """Forget the origins recorded at and under `path`; with `where`, record those of its new `value`."""
+    for old in [p for p in layer.origin if p[: len(path)] == path]:
+        del layer.origin[old]
+    if where is not None:
+        _record_origins(layer, value, path, where)
 
 
 def _record_origins(layer: _Layer, value: Any, path: tuple, where) -> None:
@@ -198,9 +198,6 @@ def _record_origins(layer: _Layer, value: Any, path: tuple, where) -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _record_origins(layer, item, (*path, index), where)
-
-
-# ---------------------------------------------------------------- overrides
 
 
 def _apply_override(layer: _Layer, item: str) -> None:
@@ -235,13 +232,7 @@ def _apply_override(layer: _Layer, item: str) -> None:
     else:
         _drop_other_names(layer, target, tuple(keys[:-1]), last, keep={})
     target[last] = value
-    path = tuple(keys)
-    for old in [p for p in layer.origin if p[: len(path)] == path]:
-        del layer.origin[old]
-    _record_origins(layer, value, path, lambda _key: CLI)
-
-
-# ---------------------------------------------------------------- error messages
+    _set_origins(layer, tuple(keys), value, lambda _key: CLI)
 
 
 def _dotted(loc: tuple | list) -> str:
@@ -260,7 +251,8 @@ def _explain(err: ValidationError, layer: _Layer, top: Path) -> str:
         where = _origin_of(loc, layer) or str(top)
         key = _dotted(loc) or "(recipe)"
         if item["type"] == "extra_forbidden":
-            valid = _valid_keys(loc[:-1])
+            section = _model_at(loc[:-1])
+            valid = list(section.model_fields) if section is not None else []
             hint = _closest(loc)
             hint = f" Did you mean '{hint}'?" if hint else ""
             messages.append(f"{where}: {key}: unknown key.{hint} Valid keys here: {', '.join(valid)}.")
@@ -309,29 +301,19 @@ def _closest(loc: tuple) -> str | None:
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
     """The recipe section (pydantic model) at a location of the recipe; keys may be synonyms."""
-    model: Any = Recipe
+    model: type[BaseModel] | None = Recipe
     for part in loc:
         if isinstance(part, int):
             continue
-        field = field_named(model, part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        field = field_named(model, part) if model is not None else None
         if field is None:
             return None
         model = _model_in(model.model_fields[field].annotation)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def _valid_keys(loc: tuple) -> list[str]:
-    """The field names allowed at a location of the recipe."""
-    model = _model_at(loc)
-    return list(model.model_fields) if model is not None else []
+    return model
 
 
 def _model_in(annotation: Any) -> Any:
     """The pydantic model inside an annotation like `X`, `list[X]` or `X | None`."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None if get_origin(annotation) is None else None
+    return next((found for found in map(_model_in, get_args(annotation)) if found is not None), None)

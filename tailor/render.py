@@ -1,30 +1,22 @@
 """Render conversations with the model's own chat template and mark which tokens carry the loss.
 
-The mask is computed from the rendered text, not from token guesses. For each message, the span between the
-rendering of the conversation before it and the rendering that includes it is that message's text; for a trained
-assistant turn, "before" includes the generation prompt, so the span is exactly what the model must produce at
-inference, end-of-turn marker included. Tokens whose characters start inside a trained span carry the loss.
-
-Templates that rewrite history (Qwen3 drops earlier think blocks, DeepSeek-R1 drops earlier reasoning) render an
-earlier assistant turn differently once later turns follow. Such a turn is left untrained (counted), because its
-training text would not match what the model sees at inference. The final assistant turn must render exactly as
-at inference (prompt + answer is a prefix of the training text), or the row is refused as a template mismatch.
-An empty think block at the start of a trained turn (`<think>\n\n</think>\n\n`) is never trained.
-
-Core, not the data stage's: the data stage renders the training and held-out rows with it, eval renders its
-retention sets the same way (`renderer_for`), so both see one chat template and one loss mask.
+Each trained message's span is the text between the render before it (with the generation prompt for assistant
+turns) and the render through it, so a trained turn is exactly what the model produces at inference. Earlier turns a
+template rewrites (dropped think blocks) stay untrained; a final turn that renders differently is refused. Shared by
+the data stage and eval (`renderer_for`): one chat template, one loss mask. See docs/data.md.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
-from itertools import chain
-
-import numpy as np
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -32,6 +24,9 @@ if TYPE_CHECKING:
     from tailor.schema import Recipe
 
 TEXT_ROLE = "text"  # the single message of a plain-text row (continued pretraining)
+CONTEXT_ROLE = "context"  # every token outside a trained turn
+EMPTY_THINK = re.compile(r"<think>\s*</think>\s*")
+THINK_OPEN = re.compile(r"<think>\n?$")  # a generation prompt ending in an open think block
 
 
 class RowError(ValueError):
@@ -40,9 +35,6 @@ class RowError(ValueError):
 
 def is_text_row(messages: list[dict[str, Any]]) -> bool:
     return len(messages) == 1 and messages[0]["role"] == TEXT_ROLE
-
-EMPTY_THINK = re.compile(r"<think>\s*</think>\s*")
-THINK_OPEN = re.compile(r"<think>\n?$")  # a generation prompt ending in an open think block
 
 
 def split_reasoning(message: dict[str, Any]) -> tuple[str, str]:
@@ -55,7 +47,6 @@ def split_reasoning(message: dict[str, Any]) -> tuple[str, str]:
         thought = thought[len("<think>"):].strip() if thought.startswith("<think>") else thought
         return thought, answer.strip()
     return (message.get("reasoning_content") or "").strip(), content.strip()
-CONTEXT_ROLE = "context"  # every token outside a trained turn
 
 
 class TemplateMismatch(RowError):
@@ -111,25 +102,22 @@ class Renderer:
         return self.text(messages[:-1], add_generation_prompt=True)
 
     def spans(self, messages: list[dict[str, Any]]) -> tuple[str, list[Span], int]:
-        """Full training text, the span of each trained message that renders consistently, and how many turns that
-        should have been trained could not be (history rewritten by the template). Untrained messages are not
-        rendered on their own: their tokens are context."""
-        memo: dict[tuple[int, bool], str] = {}
+        """Full training text, the span of each trained message that renders consistently, and how many trained turns
+        could not be (history rewritten by the template)."""
 
-        def prefix(count: int, generation: bool = False) -> str:  # each prefix rendered once
-            if (count, generation) not in memo:
-                memo[(count, generation)] = self.text(messages[:count], add_generation_prompt=generation)
-            return memo[(count, generation)]
+        @functools.cache  # each prefix rendered once: always call with both arguments, positionally
+        def prefix(count: int, generation: bool) -> str:
+            return self.text(messages[:count], add_generation_prompt=generation)
 
-        full = prefix(len(messages))
+        full = prefix(len(messages), False)
         spans, untrainable = [], 0
         last = len(messages) - 1
         for index, message in enumerate(messages):
             trained = message["role"] in self.roles_to_train and message.get("train", True)
             if not trained:
                 continue  # context: its tokens are untrained whatever the template does with it
-            before = prefix(index, generation=message["role"] == "assistant")
-            through = prefix(index + 1)
+            before = prefix(index, message["role"] == "assistant")
+            through = prefix(index + 1, False)
             consistent = through.startswith(before) and full.startswith(through)
             if not consistent and index == last and message["role"] == "assistant":
                 completion = self._think_completion(messages, prefix)
@@ -143,21 +131,17 @@ class Renderer:
                 untrainable += 1
                 continue
             start = len(before)
-            if trained:
-                empty_think = EMPTY_THINK.match(full, start)
-                if empty_think and empty_think.start() == start:
-                    start = empty_think.end()
+            empty_think = EMPTY_THINK.match(full, start)
+            if empty_think and empty_think.start() == start:
+                start = empty_think.end()
             spans.append(Span(start, len(through), message["role"], trained))
         return full, spans, untrainable
 
     def _think_completion(self, messages: list[dict[str, Any]], prefix: Any) -> str | None:
-        """What the model writes after a generation prompt that opens a think block (DeepSeek-R1 and R1-Distill:
-        `<｜Assistant｜><think>\n`), for the final answer: its reasoning (`reasoning_content`, or an inline
-        `<think>..</think>` in the content) and `\n</think>\n\n` (only `</think>\n\n` without reasoning: the
-        model closes the block at once), then the answer and end-of-turn marker as the template renders them. Such templates drop the reasoning from the assistant message, so
-        their plain render never matches inference. None when the template is not of that kind."""
+        """The final answer as written after a generation prompt that opens a think block (DeepSeek-R1:
+        reasoning, `</think>\n\n`, answer and end-of-turn marker), or None when the template is not of that kind."""
         last = len(messages) - 1
-        history, generation = prefix(last), prefix(last, generation=True)
+        history, generation = prefix(last, False), prefix(last, True)
         opened = THINK_OPEN.search(generation, len(history)) if generation.startswith(history) else None
         if opened is None:
             return None
@@ -204,10 +188,10 @@ class Renderer:
                               {r: c for r, c in role_tokens.items() if c}, dict(role_trained))
 
     def _encode(self, text: str) -> Any:
-        """Token ids and character offsets of `text`, without special tokens: the fast tokenizer's own encoding
-        (what `tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)` returns, less overhead)."""
+        """Token ids and character offsets of `text` without special tokens (the fast backend's own, less overhead)."""
         backend = getattr(self.tokenizer, "_tokenizer", None)
-        if backend is not None and hasattr(backend, "encode") and backend.truncation is None and backend.padding is None:
+        fast = backend is not None and hasattr(backend, "encode")
+        if fast and backend.truncation is None and backend.padding is None:
             return backend.encode(text, add_special_tokens=False)
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return _Encoding(encoded["input_ids"], encoded["offset_mapping"])

@@ -6,6 +6,9 @@ Paths inside a recipe are resolved relative to the recipe file that names them (
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import re
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -13,8 +16,7 @@ from pydantic_core import PydanticCustomError
 
 
 def also(name: str, *library_names: str) -> AliasChoices:
-    """A key's accepted names: tailor's own first (the one resolved recipes are written with), then the names trl,
-    transformers or peft give the same argument, accepted as synonyms in YAML and on the command line."""
+    """A key's accepted names: tailor's own first (used in resolved recipes), then trl/transformers/peft synonyms."""
     return AliasChoices(name, *library_names)
 
 
@@ -57,16 +59,13 @@ class ModelSettings(Strict):
     name_or_path: str = Field(validation_alias=also("name_or_path", "model_name_or_path"),
                               description="Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct), a local folder, or an "
                               "installed Python package that ships a GGUF file (with gguf_file).")
-    gguf_file: str | None = Field(None, description="GGUF file inside name_or_path; tailor converts it once to a "
-                                  "cached ordinary checkpoint.")
+    gguf_file: str | None = Field(None, description="GGUF file inside name_or_path, converted once to a checkpoint.")
     revision: str | None = Field(None, validation_alias=also("revision", "model_revision"),
                                  description="Hub revision (branch, tag or commit) to pin.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype; auto = the device's native precision on GPUs (bfloat16 from compute "
-        "capability 8.0, float16 below), float32 on CPU for training (eval generates in bfloat16 on CPUs with native "
-        "bf16).")
-    trust_remote_code: bool = Field(False, description="Run modelling code shipped with the checkpoint. Off unless "
-                                    "you trust its source.")
+        "auto", description="Weights dtype; auto = the GPU's native precision (bfloat16 from compute capability 8.0, "
+        "float16 below), float32 for training on CPU (eval generates in bfloat16 on CPUs with native bf16).")
+    trust_remote_code: bool = Field(False, description="Run modelling code shipped with the checkpoint (if trusted).")
     allow_pickle_weights: bool = Field(False, description="Also load weights stored as pickle (pytorch_model.bin, "
                                        "*.pt), which can run code when loaded. Off: safetensors only.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
@@ -104,11 +103,9 @@ class DataSource(Strict):
         "instruction/input/output; prompt_completion: prompt/completion; text: plain text (continued pretraining).")
     file_type: Literal["auto", "jsonl", "csv", "parquet", "hf_disk"] = "auto"
     fields: FieldMap = Field(default_factory=FieldMap)
-    role_map: dict[str, Role] = Field(default_factory=dict, description="Source role names -> tailor roles "
-                                      "(ShareGPT defaults: human->user, gpt->assistant, ...).")
+    role_map: dict[str, Role] = Field(default_factory=dict, description="Source role names -> tailor roles.")
     max_rows: int | None = Field(None, ge=1, description="Use at most this many rows of this source.")
-    weight: float = Field(1.0, gt=0.0, le=100.0, description="Mixing weight for the training split: 2.0 repeats "
-                          "each training row twice, 0.5 keeps a seeded half.")
+    weight: float = Field(1.0, gt=0.0, le=100.0, description="Training mix weight: 2.0 repeats rows, 0.5 keeps half.")
 
     @model_validator(mode="before")
     @classmethod
@@ -156,8 +153,7 @@ class LanguageSettings(Strict):
     left out); the others are rejected with the language found."""
 
     keep: list[str] = Field(min_length=1, description="ISO 639-1 codes to keep, e.g. [en, de].")
-    min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="Reject a row whose detected language is "
-                                  "kept but with a lower (normalised) probability than this.")
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="Lowest (normalised) probability to keep a row.")
 
 
 class CleanSettings(Strict):
@@ -166,8 +162,8 @@ class CleanSettings(Strict):
     dedup: DedupSettings = Field(default_factory=DedupSettings)
     min_tokens: int | None = Field(None, ge=1, description="Drop rows shorter than this (rendered tokens).")
     max_tokens: int | None = Field(None, ge=1, description="Drop rows longer than this instead of truncating.")
-    filters: list[str] = Field(default_factory=list, description="Custom filters 'module.path:function' inside "
-                               "the project; each gets the messages and returns True to keep or a reason to drop.")
+    filters: list[str] = Field(default_factory=list, description="Filters 'module.path:function' in the project: "
+                               "messages -> True to keep or a reason to drop.")
 
 
 SET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -181,34 +177,27 @@ class DataSettings(Strict):
 
     sources: list[DataSource] = Field(min_length=1)
     eval_sets: dict[str, list[DataSource]] = Field(
-        default_factory=dict, description="Named evaluation sets, each read from its own files like sources "
-        "(same cleaning and template), never split and never trained on: training rows overlapping a set are "
-        "removed from training. E.g. {test: [{path: test.csv, format: prompt_completion}]}.")
+        default_factory=dict, description="Named evaluation sets read like sources, never split or trained on "
+        "(overlapping training rows are removed). E.g. {test: [{path: test.csv, format: prompt_completion}]}.")
     system_prompt: str | None = Field(None, description="System message added to rows that have none.")
-    heldout_fraction: float | None = Field(0.1, ge=0.0, lt=1.0, description="Share of rows of sources held out "
-                                           "(by content hash) as the eval set `heldout`; 0 or null: no hash split "
-                                           "(then data.eval_sets must name at least one set).")
+    heldout_fraction: float | None = Field(0.1, ge=0.0, lt=1.0, description="Share of sources held out by content "
+                                           "hash as the eval set `heldout`; 0 or null: none (needs data.eval_sets).")
     split_seed: int = Field(0, description="Salt of the content hash that assigns rows to train or held-out.")
     max_train_rows: int | None = Field(None, ge=1, description="Cap on training rows (first by hash order).")
     max_heldout_rows: int | None = Field(None, ge=1, description="Cap on held-out rows (first by hash order).")
-    max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0, description="Fail when more than this share of rows "
-                                    "is rejected as bad input (bad rows are always kept in rejected.jsonl).")
+    max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0, description="Fail when a larger share of rows is bad "
+                                    "input (bad rows are kept in rejected.jsonl).")
     clean: CleanSettings = Field(default_factory=CleanSettings)
     contamination: ContaminationSettings = Field(default_factory=ContaminationSettings)
-    template: str | None = Field(None, description="Jinja chat template file (relative to the recipe) to use "
-                                 "instead of the tokenizer's own.")
-    template_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra chat-template variables, "
-                                            "e.g. {enable_thinking: false} for Qwen3.")
+    template: str | None = Field(None, description="Jinja chat template file to use instead of the tokenizer's.")
+    template_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra chat-template variables.")
     roles_to_train: list[Role] = Field(default_factory=lambda: ["assistant"], min_length=1,
-                                       description="Roles whose turns carry the loss; a message with "
-                                       "train: false is never trained.")
+                                       description="Roles whose turns carry the loss (never a train: false message).")
     num_proc: int = Field(1, ge=1, description="Processes for rendering and tokenizing.")
 
     @field_validator("eval_sets")
     @classmethod
     def _set_names(cls, sets: dict[str, list[DataSource]]) -> dict[str, list[DataSource]]:
-        import re
-
         for name, sources in sets.items():
             if not re.match(SET_NAME, name):
                 raise ValueError(f"eval set name {name!r}: use letters, digits, '_' and '-' (it names a file)")
@@ -249,9 +238,8 @@ class PeftSettings(Strict):
     use_rslora: bool = False
     use_dora: bool = False
     moe_experts: Literal["frozen", "targeted"] = Field(
-        "frozen", description="Routed experts of MoE models (Qwen3-MoE, DeepSeek-V3/Kimi K2, gpt-oss): frozen = no "
-        "LoRA on them (attention, shared experts and dense layers only); targeted = LoRA on every expert's weights "
-        "too (peft target_parameters, which needs dropout 0). Ignored for dense models.")
+        "frozen", description="Routed experts of MoE models: frozen = no LoRA on them; targeted = LoRA on every "
+        "expert's weights too (peft target_parameters, needs dropout 0). Ignored for dense models.")
 
     @model_validator(mode="after")
     def _targeted_experts_need_no_dropout(self) -> "PeftSettings":
@@ -268,58 +256,43 @@ class TrainingSettings(Strict):
     lr: float = Field(2e-4, gt=0.0, validation_alias=also("lr", "learning_rate"))
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
         "cosine", validation_alias=also("lr_scheduler", "lr_scheduler_type"))
-    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Share of the steps spent warming up (trl's "
-                                "warmup_steps below 1).")
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Share of the steps spent warming up.")
     epochs: float = Field(1.0, gt=0.0, validation_alias=also("epochs", "num_train_epochs"))
     max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = run all epochs.")
     batch_size: int = Field(4, ge=1, validation_alias=also("batch_size", "per_device_train_batch_size"),
                             description="Micro batch per device.")
     grad_accum: int = Field(1, ge=1, validation_alias=also("grad_accum", "gradient_accumulation_steps"))
     max_length: int = Field(1024, ge=8, description="Sequences longer than this (in tokens) are truncated.")
-    packing: bool = Field(True, description="Pack rows into max_length sequences (trl BFD, padding-free; "
-                          "documents stay separate through position_ids). batch_size then counts packed sequences. "
-                          "false: one row per sequence, padded per batch.")
+    packing: bool = Field(True, description="Pack rows into max_length sequences (trl BFD, padding-free); "
+                          "batch_size then counts packed sequences. false: one row per sequence, padded.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
     mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Compute precision (autocast). auto = what the device runs natively, measured: bf16 on "
-        "GPUs with compute capability >= 8.0 and CPUs whose bf16 matmul beats fp32 (AVX512-BF16, AMX), fp16 with "
-        "loss scaling on older GPUs, fp32 otherwise (tailor/precision.py; `make doctor` shows the choice).")
-    optim: str = Field("auto", description="auto = fused AdamW (torch) for LoRA, paged 8-bit AdamW for QLoRA on "
-                       "GPUs; or any transformers optimizer name (adamw_torch, paged_adamw_8bit, ...).")
+        "auto", description="Compute precision (autocast). auto = what the device runs natively, measured "
+        "(tailor/precision.py; `make doctor` shows the choice).")
+    optim: str = Field("auto", description="auto = fused AdamW, paged 8-bit AdamW for QLoRA on GPUs; or any "
+                       "transformers optimizer name.")
     logging_steps: int = Field(5, ge=1)
     seed: int = 42
     strategy: Literal["auto", "single", "ddp", "fsdp", "zero2", "zero3"] = Field(
-        "auto", description="Launch profile (train/profiles/): auto = single for one process, ddp for more; "
-        "fsdp = FSDP2; zero2/zero3 = DeepSpeed (CUDA only). STRATEGY= on the command line wins.")
-    save_steps: int = Field(50, ge=1, description="Save a checkpoint (adapter, optimizer, scheduler, RNG, data "
-                            "position) every N optimizer steps.")
+        "auto", description="Launch profile (train/profiles/); auto = single or ddp. make STRATEGY=... wins.")
+    save_steps: int = Field(50, ge=1, description="Save a full checkpoint every N optimizer steps.")
     save_total_limit: int = Field(2, ge=1, description="Keep only the last K checkpoints.")
-    resume: bool = Field(True, description="Resume from the latest complete checkpoint of this run (same "
-                         "settings). false: discard the run's checkpoints and start over.")
-    liger: Literal["auto", "on", "off"] = Field("auto", description="Liger fused kernels (cross-entropy, RMSNorm, "
-                                                "SwiGLU, RoPE): auto = on GPUs when liger-kernel is installed.")
+    resume: bool = Field(True, description="Resume from the run's latest checkpoint; false: start over.")
+    liger: Literal["auto", "on", "off"] = Field("auto", description="Liger fused kernels; auto = on GPUs if installed.")
     torch_compile: bool = Field(False, description="torch.compile the model (slow first steps; opt-in).")
-    compact_lm_head: bool = Field(True, description="Project only the trained (assistant) positions through the LM "
-                                  "head. trl does this on GPUs; true does it on CPUs too (same loss, less work: "
-                                  "train/lm_head.py).")
+    compact_lm_head: bool = Field(True, description="Project only the trained positions through the LM head, on "
+                                  "CPUs too (trl does it on GPUs).")
     collective_timeout_s: int = Field(1800, ge=10, validation_alias=also("collective_timeout_s", "ddp_timeout"),
-                                      description="A rank that waits longer than this in a "
-                                      "collective (NCCL/gloo) fails the job naming the stalled rank.")
-    eval_steps: int | None = Field(None, ge=1, description="Held-out loss every N optimizer steps on a fixed "
-                                   "slice (eval_rows) of the first eval set, logged next to the training loss (W&B "
-                                   "eval/loss). Off by default: each evaluation is one forward pass over the slice "
-                                   "(docs/training.md gives its cost).")
-    eval_rows: int = Field(64, ge=1, description="Rows of the first eval set scored at each eval_steps (the first "
-                           "N of the prepared set: the same rows every time).")
+                                      description="A collective waiting longer fails the job, naming the stalled rank.")
+    eval_steps: int | None = Field(None, ge=1, description="Held-out loss every N optimizer steps on eval_rows rows "
+                                   "of the first eval set (W&B eval/loss; cost: docs/training.md).")
+    eval_rows: int = Field(64, ge=1, description="Rows scored at each eval_steps (always the same first N).")
     keep_best: bool = Field(False, validation_alias=also("keep_best", "load_best_model_at_end"),
-                            description="Keep the adapter of the checkpoint with the lowest held-out loss instead of "
-                            "the last one (needs eval_steps; save_steps a multiple of it).")
-    extra: dict[str, Any] = Field(default_factory=dict, description="Any other trl SFTConfig field, passed to it "
-                                  "as given (after the settings above), e.g. {neftune_noise_alpha: 5}. Checked "
-                                  "against SFTConfig's fields when the recipe is read; a field tailor sets from its "
-                                  "own keys is refused with the key to use.")
+                            description="Keep the checkpoint with the lowest held-out loss (needs eval_steps).")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Any other trl SFTConfig field, passed as given, "
+                                  "e.g. {neftune_noise_alpha: 5}; fields tailor sets itself are refused.")
 
     @property
     def padding_free(self) -> bool:
@@ -339,8 +312,6 @@ class TrainingSettings(Strict):
         fields = sft_config_fields()  # imports trl: only for a recipe that uses extra
         for key in extra:
             if key not in fields:
-                import difflib
-
                 close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise PydanticCustomError("tailor_extra_unknown", "not a field of trl's SFTConfig{hint}",
@@ -385,8 +356,6 @@ SFT_SET_BY_TAILOR = {
 
 def sft_config_fields() -> set[str]:
     """The init fields of trl's SFTConfig (imports trl)."""
-    import dataclasses
-
     from trl import SFTConfig
 
     return {f.name for f in dataclasses.fields(SFTConfig) if f.init}
@@ -466,9 +435,8 @@ class EvalSettings(Strict):
     compare_base: bool = Field(True, description="Also evaluate the base model on the same rows.")
     sets: list[str] | None = Field(None, description="Evaluate only these sets (heldout and/or names of "
                                    "data.eval_sets); default: all. EVAL_SETS=a,b in the environment wins.")
-    gate: GateSettings | None = Field(None, description="Promotion verdict PROMOTE/HOLD, e.g. {metric: "
-                                      "exact_match, set: test, min_delta: 0.0}; `python -m eval --gate` exits 3 "
-                                      "on HOLD.")
+    gate: GateSettings | None = Field(None, description="Promotion verdict PROMOTE/HOLD, e.g. {metric: exact_match, "
+                                      "set: test, min_delta: 0.0}; `python -m eval --gate` exits 3 on HOLD.")
     retention: RetentionSettings | None = Field(None, description="Retention guard: loss of base vs tuned on "
                                                 "general text, e.g. {sets: [gsm8k], max_rows: 200}.")
 
@@ -510,13 +478,6 @@ class Recipe(Strict):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
-
-    @field_validator("name")
-    @classmethod
-    def _no_dot_names(cls, value: str) -> str:
-        if value in {".", ".."}:
-            raise ValueError("name must not be '.' or '..'")
-        return value
 
     @model_validator(mode="after")
     def _metric_options(self) -> "Recipe":
