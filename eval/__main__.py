@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -27,34 +28,29 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
     results = evaluate(recipe, Path(args.adapter) if args.adapter else None, Path(args.model) if args.model else None,
                        args.compare_run or [], args.predictions or [])
     paths = run_paths(recipe)
-    print(f"eval on {results['rows']} held-out rows of set {results.get('set', 'heldout')} ({paths.results}, report: {paths.eval_dir / 'report.html'}):")
+    print(f"eval on {results['rows']} held-out rows of set {results.get('set', 'heldout')} ({paths.results}, "
+          f"report: {paths.eval_dir / 'report.html'}):")
     print(format_table(results))
-    extra = format_sets(results)
-    if extra:
+    if extra := format_sets(results):
         print(extra)
     run = start_stage(recipe, "eval", {"data_hash": results["hashes"]["data"]})
+    gate = results.get("gate")
     if run is not None:
         flat = {f"eval/{variant}/{key}": value for variant, metrics in results["models"].items()
                 for key, value in metrics.items() if isinstance(value, (int, float))}
         flat.update({f"eval/delta/{key}": value for key, value in results.get("delta", {}).items()})
-        for metric, c in results.get("comparisons", {}).items():
-            flat.update({f"eval/ci/{metric}/low": c["ci_low"], f"eval/ci/{metric}/high": c["ci_high"],
-                         f"eval/ci/{metric}/excludes_zero": int(c["excludes_zero"])})
+        flat.update(_intervals("eval", results.get("comparisons", {})))
         for other, pair in results.get("pairs", {}).items():
             if other != "base":
                 flat.update({f"eval/vs/{other}/{metric}/{k}": float(c[k]) for metric, c in pair.items()
                              for k in ("delta", "ci_low", "ci_high", "excludes_zero")})
         flat.update({f"eval/cost/{k}": v for k, v in results["cost"].items() if isinstance(v, (int, float))})
         flat.update(_set_metrics(results))
-        _log_report(run, recipe, paths.predictions, results)
-        if recipe.tracking.log_samples:
-            _log_predictions(run, paths.predictions, list(results["models"]))
+        _log_tables(run, recipe, paths.predictions, results)
         run.log(flat)
-        gate = results.get("gate")
         if gate:  # strings go to the summary only (W&B history holds numbers)
             flat.update({"eval/gate/decision": gate["decision"], "eval/gate/reason": gate["reason"]})
         finish_stage(run, flat)
-    gate = results.get("gate")
     if args.gate and gate and not gate["promote"]:
         print(f"eval: HOLD (exit code {HOLD_EXIT_CODE}): {gate['reason']}")
         sys.exit(HOLD_EXIT_CODE)
@@ -69,11 +65,8 @@ def _set_metrics(results: dict) -> dict[str, float]:
             flat.update({f"{prefix}/{k}": v for k, v in block["models"].get(variant, {}).items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
         flat.update({f"eval/{name}/delta/{k}": v for k, v in block.get("delta", {}).items()})
-        for metric, c in block.get("comparisons", {}).items():
-            flat.update({f"eval/{name}/ci/{metric}/low": c["ci_low"], f"eval/{name}/ci/{metric}/high": c["ci_high"],
-                         f"eval/{name}/ci/{metric}/excludes_zero": int(c["excludes_zero"])})
-    retention = results.get("retention")
-    if retention:
+        flat.update(_intervals(f"eval/{name}", block.get("comparisons", {})))
+    if retention := results.get("retention"):
         for name, r in retention["sets"].items():
             flat.update({f"eval/retention/{name}/{k}": r[k] for k in ("base_loss", "tuned_loss", "delta", "ci_low",
                                                                         "ci_high", "rows")})
@@ -83,10 +76,15 @@ def _set_metrics(results: dict) -> dict[str, float]:
     return flat
 
 
-def _log_report(run, recipe: Recipe, predictions: Path, results: dict) -> None:
-    """report.html to W&B; without tracking.log_samples a version with numbers and row ids only (no row text)."""
-    import json
+def _intervals(prefix: str, comparisons: dict) -> dict[str, float]:
+    """PREFIX/ci/<metric>/low, high and excludes_zero (1 or 0) of each paired interval."""
+    return {f"{prefix}/ci/{metric}/{key}": value for metric, c in comparisons.items() for key, value in
+            (("low", c["ci_low"]), ("high", c["ci_high"]), ("excludes_zero", int(c["excludes_zero"])))}
 
+
+def _log_tables(run, recipe: Recipe, predictions: Path, results: dict) -> None:
+    """report.html to W&B (without tracking.log_samples: numbers and row ids only), and with log_samples a table of
+    the held-out predictions (it holds customer text)."""
     import wandb
 
     from eval.report import render_html
@@ -94,17 +92,9 @@ def _log_report(run, recipe: Recipe, predictions: Path, results: dict) -> None:
     rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
     html = render_html(recipe.name, results, rows, include_text=recipe.tracking.log_samples)
     run.log({"eval/report": wandb.Html(html, inject=False, data_is_not_path=True)})
-
-
-def _log_predictions(run, path: Path, variants: list[str]) -> None:
-    """A W&B table of held-out predictions: only with tracking.log_samples (it holds customer text)."""
-    import json
-
-    import wandb
-
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    columns = ["id", "prompt", "reference", *variants]
-    run.log({"eval/predictions": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])})
+    if recipe.tracking.log_samples:
+        columns = ["id", "prompt", "reference", *results["models"]]
+        run.log({"eval/predictions": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -20,8 +19,6 @@ from tailor.schema import Recipe
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,49 +46,50 @@ class SetsOutput:
     retention_seconds: dict[str, float] = field(default_factory=dict)  # per variant
 
 
-def run_models(recipe: Recipe, variants: list[Variant], chat: list[dict], rows: list[dict],
-               tokenizer: "PreTrainedTokenizerBase", backend: str = "hf") -> EngineOutput:
-    """Generate on `chat` rows and compute the assistant-token loss on all `rows`, for each generating variant."""
-    inputs = {"": SetInput(chat, rows, {v.name for v in variants})}
-    return run_sets(recipe, variants, inputs, tokenizer, backend).sets[""]
-
-
 def run_sets(recipe: Recipe, variants: list[Variant], inputs: dict[str, SetInput],
              tokenizer: "PreTrainedTokenizerBase", backend: str = "hf",
              retention: dict[str, list[dict]] | None = None) -> SetsOutput:
-    """`run_models` for several eval sets with the models loaded once; with `retention`, also the per-row loss of
-    base and tuned on each retention set (`eval.retention`)."""
+    """Answers on each set's `chat` rows and the assistant-token loss on all its `rows`, per generating variant,
+    with the models loaded once; with `retention`, also base's and tuned's per-row loss on each retention set."""
     out = SetsOutput({name: EngineOutput(backend=backend) for name in inputs})
     todo = [v for v in variants if v.generates]
     if backend == "vllm":
         _vllm_generate(recipe, todo, inputs, out.sets)
-    shared = [v for v in todo if v.kind in ("base", "adapter")]
-    if shared:
-        model = _shared_model(recipe, shared)
-        for variant in shared:
+    for group in _groups(todo):
+        model = _load(recipe, group)
+        for variant in group:
             with _active(model, variant):
                 _run_variant(model, tokenizer, variant, inputs, recipe, out, retention)
-        del model
-        gc.collect()
-    for variant in (v for v in todo if v.kind == "model"):
-        model = _merged_model(recipe, variant.source)
-        _run_variant(model, tokenizer, variant, inputs, recipe, out, retention)
         del model
         gc.collect()
     return out
 
 
+def _groups(variants: list[Variant]) -> list[list[Variant]]:
+    """Variants that share one loaded model: base and the adapters together, each merged model folder alone."""
+    shared = [v for v in variants if v.kind in ("base", "adapter")]
+    return ([shared] if shared else []) + [[v] for v in variants if v.kind == "model"]
+
+
 def _run_variant(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", variant: Variant,
                  inputs: dict[str, SetInput], recipe: Recipe, out: SetsOutput,
                  retention: dict[str, list[dict]] | None) -> None:
+    """Answers and loss of `variant` on every set it runs on, and (base, tuned) its per-row retention loss."""
     import time
 
-    from eval.loss import row_losses
+    from eval.cost import gpus_used
+    from eval.generate import generate
+    from eval.loss import assistant_loss, row_losses
 
     for name, item in inputs.items():
         if variant.name in item.variants:
-            _run_one(model, tokenizer, variant, [row["prompt"] for row in item.chat], item.rows, recipe,
-                     out.sets[name])
+            set_out = out.sets[name]
+            set_out.gpus = max(set_out.gpus, gpus_used(model))
+            set_out.dtype = str(model.dtype).removeprefix("torch.")
+            if variant.name not in set_out.generations:
+                prompts = [row["prompt"] for row in item.chat]
+                set_out.generations[variant.name] = generate(model, tokenizer, prompts, recipe.eval, desc=variant.name)
+            set_out.losses[variant.name] = assistant_loss(model, item.rows, tokenizer.pad_token_id)
     if retention and variant.name in ("base", "tuned"):
         started = time.perf_counter()
         for name, rows in retention.items():
@@ -99,26 +97,17 @@ def _run_variant(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
         out.retention_seconds[variant.name] = round(time.perf_counter() - started, 2)
 
 
-def _run_one(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", variant: Variant, prompts: list[str],
-             rows: list[dict], recipe: Recipe, out: EngineOutput) -> None:
-    from eval.cost import gpus_used
-    from eval.generate import generate
-    from eval.loss import assistant_loss
-
-    out.gpus = max(out.gpus, gpus_used(model))
-    out.dtype = str(model.dtype).removeprefix("torch.")
-    if variant.name not in out.generations:
-        out.generations[variant.name] = generate(model, tokenizer, prompts, recipe.eval, desc=variant.name)
-    out.losses[variant.name] = assistant_loss(model, rows, tokenizer.pad_token_id)
-
-
-def _shared_model(recipe: Recipe, variants: list[Variant]) -> Any:
+def _load(recipe: Recipe, group: list[Variant]) -> Any:
+    """A merged model folder alone, or the base model with the group's adapters as named peft adapters."""
     from peft import PeftModel
 
     from tailor.models import load_model
 
+    if group[0].kind == "model":
+        folder = {"name_or_path": group[0].source, "gguf_file": None, "revision": None}
+        return load_model(recipe.model.model_copy(update=folder), for_generation=True)
     base = load_model(recipe.model, quantize_4bit=recipe.peft.method == "qlora", for_generation=True)
-    adapters = [v for v in variants if v.kind == "adapter"]
+    adapters = [v for v in group if v.kind == "adapter"]
     if not adapters:
         return base
     model = PeftModel.from_pretrained(base, adapters[0].source, adapter_name=adapters[0].name)
@@ -142,13 +131,6 @@ def _active(model: Any, variant: Variant) -> Iterator[None]:
         yield
 
 
-def _merged_model(recipe: Recipe, folder: str) -> "PreTrainedModel":
-    from tailor.models import load_model
-
-    settings = recipe.model.model_copy(update={"name_or_path": folder, "gguf_file": None, "revision": None})
-    return load_model(settings, for_generation=True)
-
-
 def _vllm_generate(recipe: Recipe, variants: list[Variant], inputs: dict[str, SetInput],
                    outs: dict[str, EngineOutput]) -> None:
     """Every variant's answers on every set from vLLM: one engine for base + adapters, one per merged model folder."""
@@ -157,10 +139,8 @@ def _vllm_generate(recipe: Recipe, variants: list[Variant], inputs: dict[str, Se
     from eval.backends import VllmEngine
     from tailor.models import model_source
 
-    shared = [v for v in variants if v.kind in ("base", "adapter")]
-    groups = ([(model_source(recipe.model), shared)] if shared else []) + \
-        [(v.source, [v]) for v in variants if v.kind == "model"]
-    for path, group in groups:
+    for group in _groups(variants):
+        path = group[0].source if group[0].kind == "model" else model_source(recipe.model)
         ranks = [json.loads((Path(v.source) / "adapter_config.json").read_text()).get("r", 8)
                  for v in group if v.kind == "adapter"]
         engine = VllmEngine(path, recipe.eval, max_lora_rank=max([8, *ranks]),

@@ -1,9 +1,7 @@
 """General-ability guard: lm-evaluation-harness tasks on base and tuned, so a fine-tune that forgets is caught.
 
-Optional (eval.general_tasks). lm_eval is not in requirements.lock: installing lm_eval 0.4.13 downgrades the
-pinned python-dateutil (4.0.0 -> 2.9, through pytablewriter -> typepy), so it is left to machines that want it
-(`pip install lm_eval`). Tasks are names of lm_eval's own tasks or local task YAML files (their folder is added to
-the task search path), which is how it runs offline. The tuned model runs as `--model hf` with `peft=ADAPTER`.
+Optional (eval.general_tasks): lm_eval is not pinned (0.4.13 downgrades the pinned python-dateutil), so it is left
+to machines that want it. Tasks are lm_eval task names or local task YAML files (offline); tuned runs with peft=ADAPTER.
 """
 
 from __future__ import annotations

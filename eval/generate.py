@@ -1,9 +1,7 @@
 """Batched generation with transformers: prompts sorted by length, left-padded, decoded without specials.
 
-Greedy by default; sampling (temperature, top_p, top_k, seed) from the recipe. Stop strings end a row's generation
-as soon as its *generated* text contains one, and every answer is cut at the first stop string. (transformers'
-own `stop_strings` also matches a stop string that straddles the end of the prompt, e.g. "\n\n" right after a
-prompt ending in "\n": the row would stop with nothing generated. vLLM looks at generated text only, as here.)
+Stop strings end a row once its *generated* text contains one (as vLLM does; transformers' `stop_strings` also
+matches one straddling the end of the prompt), and every answer is cut at the first stop string.
 """
 
 from __future__ import annotations
@@ -101,18 +99,11 @@ def generate(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", pro
 
 def generated_length(ids: list[int], ends: set[int]) -> int:
     """Tokens a row really generated: up to and including its first end token (padding after it not counted)."""
-    for i, token in enumerate(ids):
-        if token in ends:
-            return i + 1
-    return len(ids)
+    return next((i + 1 for i, token in enumerate(ids) if token in ends), len(ids))
 
 
 def stop_ids(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> list[int]:
     """End-of-turn ids: the tokenizer's eos plus the model's generation eos ids."""
-    ids = {tokenizer.eos_token_id}
     configured = getattr(model.generation_config, "eos_token_id", None)
-    if isinstance(configured, int):
-        ids.add(configured)
-    elif configured:
-        ids.update(configured)
+    ids = {tokenizer.eos_token_id, *([configured] if isinstance(configured, int) else configured or [])}
     return sorted(i for i in ids if i is not None)

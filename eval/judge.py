@@ -1,9 +1,7 @@
 """Pairwise LLM judge through any OpenAI-compatible endpoint, with position swapping.
 
-Each row is judged twice: (A = other, B = tuned) and (A = tuned, B = other). Tuned scores 1 for a win, 0.5 for a
-tie, 0 for a loss in each order; the row's score is the mean of both, so a judge that always prefers the first
-position gives 0.5 (a tie), not a win. Unparseable replies are counted and that row is excluded. The API key is
-read from the environment variable the recipe names and is never written anywhere.
+Each row is judged in both orders and scored as the mean (win 1, tie 0.5, loss 0), so a judge that always prefers
+the first position gives a tie. Unparseable replies exclude the row. The API key is read from the environment only.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def _normalize(value: Any) -> Any:
 
 
 def json_field_scores(prediction: str, reference: str, fields: list[str] | None = None) -> dict[str, float] | None:
-    """Per-field correctness (1/0) of a JSON answer against a JSON reference; None when the reference is not an object."""
+    """Per-field correctness (1/0) of a JSON answer against a JSON reference (None: the reference is no object)."""
     ok_ref, ref = parse_json(reference)
     if not ok_ref or not isinstance(ref, dict):
         return None

@@ -1,11 +1,7 @@
-"""report.md and report.html of the eval stage: the verdict, every variant's metrics, tuned-vs-other differences with
-paired intervals, better/worse counts, exclusions, plots (inline SVG; a 0/1 metric as a proportion with its Wilson
-interval), a section per eval set, per-label F1 and the most confused labels (classification), a sample of
-predictions, worst regressions, and cost, settings and hashes as tables. Both are templates of tailor/templates
-(eval_report.md, eval_report.html) filled from one context.
+"""report.md and report.html of the eval stage: tailor/templates/eval_report.{md,html} filled from one context
+(metrics, paired intervals, exclusions, plots, per-set and classification tables, samples, regressions, cost).
 
-`include_text=False` leaves out every prompt, reference and output (what goes to W&B unless
-tracking.log_samples is on): only numbers and row ids remain.
+`include_text=False` (W&B without tracking.log_samples) leaves out every prompt, reference and output.
 """
 
 from __future__ import annotations
@@ -64,10 +60,11 @@ def _ci(c: dict | None, signed: bool = True, star: bool = True) -> str:
 
 
 def _pairs(results: dict[str, Any]) -> Table:
+    pairs = _pair_rows(results)
     rows = [[o, m, fmt(c["base_mean"]), fmt(c["tuned_mean"]), fmt(c["delta"], True), _ci(c), c["better"], c["worse"],
-             c["same"], c["n"], c["excluded"]] for o, m, c in _pair_rows(results)]
+             c["same"], c["n"], c["excluded"]] for o, m, c in pairs]
     return Table(["vs", "metric", "other", "tuned", "delta", "interval", "better", "worse", "same", "n", "excluded"],
-                 rows, "pairs", "Tuned minus each other variant", row_classes=[_sig(p[2]) for p in _pair_rows(results)])
+                 rows, "pairs", "Tuned minus each other variant", row_classes=[_sig(c) for _, _, c in pairs])
 
 
 def _sig(c: dict | None) -> str:
@@ -84,8 +81,7 @@ def _pair_rows(results: dict[str, Any]) -> list[tuple[str, str, dict]]:
 
 
 def _metrics(results: dict[str, Any], variants: list[str], set_title: str) -> Table:
-    """Scalar metrics of every variant (loss first, then the recipe's metrics, then derived numbers) and tuned − base
-    with its interval and better/worse counts."""
+    """Scalar metrics of every variant and tuned − base with its interval and better/worse counts."""
     keys = list(dict.fromkeys(k for m in results["models"].values() for k, v in m.items()
                               if isinstance(v, float) and not k.endswith("_excluded_rows")))
     comparisons, rows = results.get("comparisons", {}), []
@@ -173,8 +169,7 @@ def _extra_tables(results: dict[str, Any]) -> list[Table]:
 
 
 def _plots(results: dict[str, Any], predictions: list[dict]) -> list[tuple[str, list[Markup]]]:
-    """Per metric: the mean of every variant, tuned − other with intervals, then the per-row scores (a 0/1 metric as
-    shares with Wilson intervals, anything else as histograms)."""
+    """Per metric: each variant's mean, tuned − other, per-row scores (0/1: Wilson intervals, else histograms)."""
     variants, confidence, out = _variants(results), results["settings"]["confidence"], []
     for metric in results.get("metric_names") or []:
         charts = [bars(f"{metric}: mean", [(v, results["models"][v].get(metric)) for v in variants])]

@@ -1,16 +1,12 @@
 """Retention guard (`eval.retention`): does the fine-tune cost the base model its general ability?
 
-Offline and cheap: the loss of base and tuned on general text shipped in the package
-(`eval/general_data/<name>.jsonl`, question/answer rows, e.g. the GSM8K slice), rendered with the recipe's chat
-template like any held-out row (the question as the user turn, the answer as the assistant turn). Per row the mean
-NLL of its answer tokens; the difference tuned - base gets a paired bootstrap interval (`eval.stats`). A positive
-difference is a loss increase, i.e. a drop in retention.
+Offline: the per-row answer-token loss of base and tuned on question/answer rows shipped in `eval/general_data/`,
+rendered with the recipe's chat template; tuned - base gets a paired bootstrap interval (positive: a drop).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +31,6 @@ def load_retention(recipe: Recipe, tokenizer: Any) -> dict[str, list[dict[str, A
         return {}
     renderer = renderer_for(recipe, tokenizer)
     out: dict[str, list[dict[str, Any]]] = {}
-    skipped: dict[str, int] = {}
     for name in settings.sets:
         path = GENERAL_DIR / f"{name}.jsonl"
         if not path.is_file():
@@ -50,7 +45,6 @@ def load_retention(recipe: Recipe, tokenizer: Any) -> dict[str, list[dict[str, A
             try:
                 arrays = renderer.render_arrays(messages, settings.max_length)
             except RowError:  # no answer token within max_length
-                skipped[name] = skipped.get(name, 0) + 1
                 continue
             rows.append({"id": f"{name}:{number}", "input_ids": arrays.input_ids.tolist(),
                          "assistant_masks": arrays.assistant_masks.tolist()})
@@ -69,12 +63,11 @@ def summarize(recipe: Recipe, losses: dict[str, dict[str, list[float | None]]],
 
     sets: dict[str, Any] = {}
     for name, by_variant in losses.items():
-        comparison = asdict(paired_bootstrap(by_variant["base"], by_variant["tuned"], f"{name} loss",
-                                             resamples=recipe.eval.bootstrap_resamples,
-                                             confidence=recipe.eval.confidence, seed=recipe.training.seed))
-        sets[name] = {"base_loss": comparison["base_mean"], "tuned_loss": comparison["tuned_mean"],
-                      "delta": comparison["delta"], "ci_low": comparison["ci_low"], "ci_high": comparison["ci_high"],
-                      "rows": comparison["n"], "excluded": comparison["excluded"],
-                      "rows_higher_loss": comparison["better"], "rows_lower_loss": comparison["worse"]}
+        c = paired_bootstrap(by_variant["base"], by_variant["tuned"], f"{name} loss",
+                             resamples=recipe.eval.bootstrap_resamples, confidence=recipe.eval.confidence,
+                             seed=recipe.training.seed)
+        sets[name] = {"base_loss": c.base_mean, "tuned_loss": c.tuned_mean, "delta": c.delta, "ci_low": c.ci_low,
+                      "ci_high": c.ci_high, "rows": c.n, "excluded": c.excluded, "rows_higher_loss": c.better,
+                      "rows_lower_loss": c.worse}
     return {"sets": sets, "seconds": round(sum(seconds.values()), 2), "seconds_by_variant": seconds,
             "max_length": recipe.eval.retention.max_length if recipe.eval.retention else None}

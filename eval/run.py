@@ -7,7 +7,6 @@ outputs and scores of every variant) and `eval/report.md` + `eval/report.html`.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,6 @@ from tailor.hashing import file_sha256
 from tailor.recipe import recipe_hash
 from tailor.runs import RunPaths, atomic_dir, read_json, run_paths, update_record
 from tailor.schema import Recipe
-
-log = logging.getLogger(__name__)
-
-
-def load_heldout(recipe: Recipe, paths: RunPaths) -> list[dict[str, Any]]:
-    """The rows of the default (first) eval set."""
-    from eval.sets import load_set, selected_sets
-    from tailor.contract import check_prepared_data
-
-    check_prepared_data(recipe, paths)
-    return load_set(recipe, paths, selected_sets(recipe)[0])
 
 
 def plan_variants(recipe: Recipe, paths: RunPaths, chat: list[dict], adapter: Path | None = None,
@@ -58,17 +46,17 @@ def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None
              compare_runs: list[str] = (), prediction_files: list[str] = ()) -> dict[str, Any]:
     """Evaluate every variant on every selected eval set; return the results written to `eval/results.json`.
 
-    The first set is the default one: other runs, predictions files and the judge are compared on it, and its
-    block also fills the top-level keys (`models`, `comparisons`, ...). Every set has its block in `sets`."""
+    The first (default) set gets other runs, predictions files and the judge, and also fills the top-level keys."""
     from eval.backends import resolve_backend
     from eval.cost import CostMeter
     from eval.engine import SetInput, run_sets
     from eval.gate import gate_set, verdict
-    from eval.general import check_available
+    from eval.general import check_available, run_general
+    from eval.judge import judge_pair
     from eval.retention import load_retention, summarize
     from eval.sets import load_set, selected_sets
     from tailor.contract import check_prepared_data
-    from tailor.models import load_tokenizer
+    from tailor.models import load_tokenizer, model_source
 
     meter = CostMeter()
     paths = run_paths(recipe)
@@ -104,23 +92,23 @@ def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None
 
     blocks, outputs = {}, {}
     for name in names:
-        set_variants = [v for v in variants if v.name in inputs[name].variants]
-        blocks[name], outputs[name] = _score_set(recipe, set_variants, chats[name], rows[name], engine.sets[name],
-                                                 count_tokens)
+        blocks[name], outputs[name] = _score_set(recipe, [v for v in variants if v.name in inputs[name].variants],
+                                                 chats[name], rows[name], engine.sets[name], count_tokens)
     head = engine.sets[primary]
     results: dict[str, Any] = {"set": primary, "rows": len(rows[primary]), "generation_rows": len(chats[primary]),
-                               "adapter": None, "model": None, "backend": head.backend, "variants": {},
-                               "models": {}, "seconds": {},
-                               "precision": {**precision, "dtype": head.dtype or precision.get("dtype")}}
+                               "adapter": None, "model": None, "backend": head.backend,
+                               "variants": {v.name: v.describe() for v in variants}, "models": {}, "seconds": {},
+                               "precision": {**precision, "dtype": head.dtype or precision.get("dtype")},
+                               **blocks[primary], "sets": blocks}
     results["adapter" if tuned.kind == "adapter" else "model"] = tuned.source
-    results["variants"] = {v.name: v.describe() for v in variants}
-    results.update(blocks[primary])
-    results["sets"] = blocks
-    others = [v.name for v in variants if v.name != "tuned"]
     if recipe.eval.judge is not None:
-        results["judge"] = _judge(recipe, chats[primary], outputs[primary]["answers"], others)
+        answers = outputs[primary]["answers"]
+        results["judge"] = {name: judge_pair(chats[primary], answers[name], answers["tuned"], recipe.eval.judge,
+                                             recipe.eval.confidence, recipe.eval.bootstrap_resamples,
+                                             recipe.training.seed) for name in answers if name != "tuned"}
     if recipe.eval.general_tasks:
-        results["general"] = _general(recipe, tuned)
+        merged = tuned.source if tuned.kind == "model" else None
+        results["general"] = run_general(recipe, model_source(recipe.model), None if merged else tuned.source, merged)
     if retention_rows:
         results["retention"] = summarize(recipe, engine.retention, engine.retention_seconds)
     if gate:
@@ -140,37 +128,30 @@ def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None
 
 def _score_set(recipe: Recipe, variants: list[Variant], chat: list[dict], rows: list[dict], engine: Any,
                count_tokens: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One set's block of results.json (rows, per-variant metrics, paired comparisons, worst regressions) and its
-    per-row outputs (raw, answers, thinking, scores) for predictions.jsonl."""
-    raw: dict[str, list[str | None]] = {}
-    answers: dict[str, list[str | None]] = {}
-    thinking: dict[str, list[str | None]] = {}
-    per_row: dict[str, list[dict]] = {}
+    """One set's block of results.json and its per-row outputs (raw, answers, thinking, scores)."""
+    out: dict[str, Any] = {"names": [v.name for v in variants], "raw": {}, "answers": {}, "thinking": {}, "per_row": {}}
     block: dict[str, Any] = {"rows": len(rows), "generation_rows": len(chat), "models": {}, "seconds": {}}
+    per_row, models = out["per_row"], block["models"]
     for variant in variants:
         gen = engine.generations.get(variant.name)
-        raw[variant.name] = gen.texts if gen else list(variant.outputs or [])
-        splits = [split_thinking(t, recipe.eval.think_tags) if t is not None else None for t in raw[variant.name]]
-        answers[variant.name] = [s.answer if s else None for s in splits]
-        thinking[variant.name] = [s.thinking if s else None for s in splits]
-        summary, per_row[variant.name] = score(answers[variant.name], chat, recipe)
+        raw = out["raw"][variant.name] = gen.texts if gen else list(variant.outputs or [])
+        splits = [split_thinking(t, recipe.eval.think_tags) if t is not None else None for t in raw]
+        answers = out["answers"][variant.name] = [s.answer if s else None for s in splits]
+        out["thinking"][variant.name] = [s.thinking if s else None for s in splits]
+        summary, per_row[variant.name] = score(answers, chat, recipe)
         loss = engine.losses.get(variant.name)
-        metrics = {"loss": loss["loss"], "perplexity": loss["perplexity"]} if loss else {}
-        metrics.update(summary)
-        metrics.update(thinking_summary([s for s in splits if s], count_tokens))
-        block["models"][variant.name] = metrics
+        models[variant.name] = {**({"loss": loss["loss"], "perplexity": loss["perplexity"]} if loss else {}),
+                                **summary, **thinking_summary([s for s in splits if s], count_tokens)}
         if gen:
             block["seconds"][variant.name] = round(gen.seconds, 1)
     block["pairs"], block["worst"] = {}, {}
     for name in (v.name for v in variants if v.name != "tuned"):
         block["pairs"][name], block["worst"][name] = compare_pair(per_row[name], per_row["tuned"], chat, recipe)
-    if "base" in block["models"]:
-        block["delta"] = {k: block["models"]["tuned"][k] - block["models"]["base"][k]
-                          for k, v in block["models"]["tuned"].items()
-                          if isinstance(v, float) and isinstance(block["models"]["base"].get(k), float)}
+    if "base" in models:
+        block["delta"] = {k: v - models["base"][k] for k, v in models["tuned"].items()
+                          if isinstance(v, float) and isinstance(models["base"].get(k), float)}
         block["comparisons"], block["worst_regressions"] = compare(per_row, chat, recipe)
-    return block, {"names": [v.name for v in variants], "raw": raw, "answers": answers, "thinking": thinking,
-                   "per_row": per_row}
+    return block, out
 
 
 def _generation_precision(recipe: Recipe, backend: str) -> dict[str, Any]:
@@ -183,23 +164,6 @@ def _generation_precision(recipe: Recipe, backend: str) -> dict[str, Any]:
     reason = chosen.reason if recipe.model.dtype == "auto" else "model.dtype in the recipe"
     print(f"eval: generating in {dtype} on {chosen.device} ({reason})", flush=True)
     return {"dtype": dtype, "reason": reason, "device": chosen.device, "backend": backend}
-
-
-def _judge(recipe: Recipe, chat: list[dict], answers: dict[str, list], others: list[str]) -> dict[str, Any]:
-    from eval.judge import judge_pair
-
-    settings = recipe.eval.judge
-    assert settings is not None
-    return {name: judge_pair(chat, answers[name], answers["tuned"], settings, recipe.eval.confidence,
-                             recipe.eval.bootstrap_resamples, recipe.training.seed) for name in others}
-
-
-def _general(recipe: Recipe, tuned: Variant) -> dict[str, Any]:
-    from eval.general import run_general
-    from tailor.models import model_source
-
-    merged = tuned.source if tuned.kind == "model" else None
-    return run_general(recipe, model_source(recipe.model), None if merged else tuned.source, merged)
 
 
 def _hashes(recipe: Recipe, paths: RunPaths, variants: list[Variant]) -> dict[str, Any]:
@@ -216,6 +180,7 @@ def _hashes(recipe: Recipe, paths: RunPaths, variants: list[Variant]) -> dict[st
 
 
 def _predictions(chat: list[dict], out: dict[str, Any]) -> list[dict]:
+    """The rows of a predictions.jsonl: id, prompt, reference, then each variant's output and scores."""
     predictions = []
     for i, row in enumerate(chat):
         item = {"id": row["id"], "prompt": row["prompt"], "reference": row["reference"]}
@@ -230,54 +195,43 @@ def _predictions(chat: list[dict], out: dict[str, Any]) -> list[dict]:
 
 def _write(paths: RunPaths, recipe: Recipe, results: dict, chats: dict[str, list[dict]],
            outputs: dict[str, dict[str, Any]]) -> None:
-    """predictions.jsonl (default set), sets/<name>/predictions.jsonl (every set), results.json, the reports, and
-    the eval stage in run.json."""
+    """predictions.jsonl (default set and sets/<name>/), results.json, the reports, and the eval stage in run.json."""
     from eval.report import write_reports
+
+    def write_jsonl(path: Path, items: list[dict]) -> None:
+        path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in items), encoding="utf-8")
 
     primary = results["set"]
     predictions = _predictions(chats[primary], outputs[primary])
     with atomic_dir(paths.eval_dir) as tmp:  # predictions, results and reports appear together or not at all
-        (tmp / paths.predictions.name).write_text(
-            "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8")
+        write_jsonl(tmp / paths.predictions.name, predictions)
         for name, chat in chats.items():
-            folder = tmp / "sets" / name
-            folder.mkdir(parents=True)
-            (folder / paths.predictions.name).write_text("".join(
-                json.dumps(p, ensure_ascii=False) + "\n" for p in _predictions(chat, outputs[name])),
-                encoding="utf-8")
+            (tmp / "sets" / name).mkdir(parents=True)
+            write_jsonl(tmp / "sets" / name / paths.predictions.name, _predictions(chat, outputs[name]))
         (tmp / paths.results.name).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
         write_reports(tmp, recipe.name, results, predictions)
+    gate = {k: results["gate"][k] for k in ("decision", "promote", "reason", "set")} if results.get("gate") else None
     sets = {name: {"rows": block["rows"], "delta": block.get("delta", {}),
                    "intervals": {m: [c["ci_low"], c["ci_high"]] for m, c in block.get("comparisons", {}).items()}}
             for name, block in results["sets"].items()}
     update_record(paths, "eval", {"results": str(paths.results), "models": results["models"],
                                   "delta": results.get("delta", {}), "cost": results["cost"],
                                   "precision": results["precision"], "sets": sets,
-                                  "retention": results.get("retention"), "gate": _gate_record(results)})
-
-
-def _gate_record(results: dict[str, Any]) -> dict[str, Any] | None:
-    gate = results.get("gate")
-    return None if gate is None else {k: gate[k] for k in ("decision", "promote", "reason", "set")}
+                                  "retention": results.get("retention"), "gate": gate})
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """metric | base | tuned | delta | 95% interval of the delta (paired bootstrap) | rows better/worse, then one
-    line per other variant compared with tuned."""
-    models = results["models"]
-    tuned, base = models["tuned"], models.get("base", {})
+    """metric | base | tuned | delta | interval of the delta | better/worse, then tuned vs each other variant."""
+    tuned, base = results["models"]["tuned"], results["models"].get("base", {})
     comparisons = results.get("comparisons", {})
     lines = [f"{'metric':<24}{'base':>9}{'tuned':>9}{'delta':>9}   {'95% interval':<18}{'better/worse':>12}"]
     for key, value in tuned.items():
         if not isinstance(value, float):
             continue
-        b = base.get(key)
-        c = comparisons.get(key)
-        interval = f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{'*' if c['excludes_zero'] else ''}" if c else ""
-        counts = f"{c['better']}/{c['worse']}" if c else ""
+        b, c = base.get(key), comparisons.get(key)
         delta = value - b if isinstance(b, float) else None
-        lines.append(f"{key:<24}{_fmt(b):>9}{_fmt(value):>9}{_fmt(delta, True):>9}   {interval:<18}{counts:>12}")
+        lines.append(f"{key:<24}{_fmt(b):>9}{_fmt(value):>9}{_fmt(delta, True):>9}   {_interval(c)}")
     for field, value in tuned.get("json_fields", {}).items():
         b = base.get("json_fields", {}).get(field)
         lines.append(f"{'  field ' + field:<24}{_fmt(b):>9}{_fmt(value):>9}"
@@ -286,16 +240,12 @@ def format_table(results: dict[str, Any]) -> str:
         if name == "base":
             continue
         lines.append(f"tuned vs {name} ({_exclusions(results, name)}):")
-        for metric, c in pair.items():
-            interval = f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{'*' if c['excludes_zero'] else ''}"
-            counts = f"{c['better']}/{c['worse']}"
-            lines.append(f"  {metric:<22}{c['base_mean']:>9.3f}{c['tuned_mean']:>9.3f}{c['delta']:>+9.3f}   "
-                         f"{interval:<18}{counts:>12}")
+        lines += [f"  {metric:<22}{c['base_mean']:>9.3f}{c['tuned_mean']:>9.3f}{c['delta']:>+9.3f}   {_interval(c)}"
+                  for metric, c in pair.items()]
     if comparisons or results.get("pairs"):
         lines.append("* the interval excludes 0: the difference is unlikely to be noise "
                      f"(paired bootstrap over {results.get('generation_rows', results['rows'])} rows)")
-    cost = results.get("cost")
-    if cost:
+    if cost := results.get("cost"):
         speed = ", ".join(f"{n} {g['tokens_per_second']} tok/s" for n, g in cost["generation"].items())
         lines.append(f"cost: {cost['wall_seconds']:.0f} s, {cost['gpu_hours']:.4f} GPU-h, {cost['cpu_hours']:.4f} "
                      f"CPU-h; {speed}")
@@ -309,14 +259,12 @@ def format_sets(results: dict[str, Any]) -> str:
         if name == results.get("set"):
             continue
         lines += [f"eval set {name} ({block['rows']} rows):", format_table({**block, "cost": None, "pairs": {}})]
-    retention = results.get("retention")
-    if retention:
+    if retention := results.get("retention"):
         lines.append(f"retention (loss on general text, tuned - base; {retention['seconds']:.1f} s):")
         for name, r in retention["sets"].items():
             lines.append(f"  {name:<22}{r['base_loss']:>9.3f}{r['tuned_loss']:>9.3f}{r['delta']:>+9.3f}   "
                          f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]   {r['rows']} rows")
-    gate = results.get("gate")
-    if gate:
+    if gate := results.get("gate"):
         lines.append(f"gate: {gate['decision']}: {gate['reason']}")
     return "\n".join(lines)
 
@@ -329,6 +277,15 @@ def _exclusions(results: dict[str, Any], name: str) -> str:
     if info.get("extra_ids"):
         parts.append(f"{info['extra_ids']} extra ids ignored")
     return ", ".join(p for p in parts if p)
+
+
+def _interval(c: dict | None) -> str:
+    """The interval (`*` when it excludes 0) and better/worse columns of a table row; blank without a comparison."""
+    if not c:
+        return f"{'':<18}{'':>12}"
+    interval = f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{'*' if c['excludes_zero'] else ''}"
+    counts = f"{c['better']}/{c['worse']}"
+    return f"{interval:<18}{counts:>12}"
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:

@@ -72,12 +72,9 @@ def score(predictions: list[str | None], rows: list[dict],
     if len(present) < len(rows):
         summary["missing_rows"] = len(rows) - len(present)
     for name, function in metric_functions(recipe).items():
-        values = []
         for i, (prediction, row) in enumerate(zip(predictions, rows)):
-            value = None if prediction is None else function(prediction, row["reference"], **options)
-            per_row[i][name] = value
-            if value is not None:
-                values.append(value)
+            per_row[i][name] = None if prediction is None else function(prediction, row["reference"], **options)
+        values = [value for scores in per_row if (value := scores.get(name)) is not None]
         summary[name] = sum(values) / len(values) if values else None
         if len(values) < len(present):
             summary[f"{name}_excluded_rows"] = len(present) - len(values)

@@ -14,13 +14,8 @@ _CHUNK_ELEMENTS = 4_000_000
 
 @dataclass(frozen=True)
 class PairedComparison:
-    """Result of ``paired_bootstrap``.
-
-    ``delta = tuned_mean - base_mean`` over the ``n`` rows where both scores exist (``excluded`` rows had a None or
-    NaN score on either side). ``[ci_low, ci_high]`` is the percentile bootstrap interval of the mean difference at
-    level ``confidence``; ``excludes_zero`` is True when the whole interval lies strictly above or below 0.
-    ``better``/``worse``/``same`` count rows where tuned scored higher / lower / exactly the same.
-    """
+    """Result of ``paired_bootstrap``: ``delta = tuned_mean - base_mean`` over the ``n`` rows with both scores, its
+    percentile interval ``[ci_low, ci_high]``, and the rows where tuned scored higher / lower / the same."""
 
     metric: str
     base_mean: float
@@ -63,14 +58,8 @@ def _paired(base: Sequence[float | None], tuned: Sequence[float | None], who: st
 
 def paired_bootstrap(base: Sequence[float | None], tuned: Sequence[float | None], metric: str = "",
                      resamples: int = 10_000, confidence: float = 0.95, seed: int = 0) -> PairedComparison:
-    """Paired bootstrap of the mean per-row difference ``tuned - base``.
-
-    Rows where either score is None (or NaN) are dropped first and counted in ``excluded``. Each resample draws
-    ``n`` row indices with replacement -- the same indices for base and tuned, which keeps the pairing -- and
-    takes the mean difference; the interval is the (1-confidence)/2 and (1+confidence)/2 percentiles of those
-    means. Vectorised with numpy in chunks, seeded with ``numpy.random.default_rng(seed)``: the same inputs and
-    seed always give the same result.
-    """
+    """Paired bootstrap of the mean per-row difference ``tuned - base`` (rows with a None or NaN score on either side
+    excluded): the same resampled row indices for both sides, numpy in chunks, seeded with ``default_rng(seed)``."""
     if not 0 < confidence < 1:
         raise ValueError(f"paired_bootstrap: confidence must be in (0, 1), got {confidence}")
     if resamples < 1:
@@ -94,30 +83,17 @@ def paired_bootstrap(base: Sequence[float | None], tuned: Sequence[float | None]
     alpha = (1.0 - confidence) / 2.0
     ci_low, ci_high = (float(q) for q in np.quantile(means, [alpha, 1.0 - alpha]))
 
-    return PairedComparison(
-        metric=metric,
-        base_mean=float(b.mean()),
-        tuned_mean=float(t.mean()),
-        delta=float(diffs.mean()),
-        ci_low=ci_low,
-        ci_high=ci_high,
-        excludes_zero=bool(ci_low > 0 or ci_high < 0),
-        n=n,
-        excluded=excluded,
-        better=int((diffs > 0).sum()),
-        worse=int((diffs < 0).sum()),
-        same=int((diffs == 0).sum()),
-        confidence=confidence,
-        resamples=resamples,
-        seed=seed,
-    )
+    return PairedComparison(metric=metric, base_mean=float(b.mean()), tuned_mean=float(t.mean()),
+                            delta=float(diffs.mean()), ci_low=ci_low, ci_high=ci_high,
+                            excludes_zero=bool(ci_low > 0 or ci_high < 0), n=n, excluded=excluded,
+                            better=int((diffs > 0).sum()), worse=int((diffs < 0).sum()), same=int((diffs == 0).sum()),
+                            confidence=confidence, resamples=resamples, seed=seed)
 
 
 def worst_regressions(ids: Sequence[str], base: Sequence[float | None], tuned: Sequence[float | None],
                       k: int = 5) -> list[tuple[str, float, float]]:
-    """The (at most) ``k`` rows where the tuned model lost the most: ``(id, base_score, tuned_score)``, biggest
-    drop ``base - tuned`` first, ties in input order. Only real regressions (tuned < base) are listed, so fewer
-    than ``k`` (or none) may come back; rows with a missing score are skipped."""
+    """Up to ``k`` rows where tuned scored lower than base, ``(id, base_score, tuned_score)``, biggest drop first
+    (ties in input order); rows with a missing score are skipped."""
     if not len(ids) == len(base) == len(tuned):
         raise ValueError(f"worst_regressions: {len(ids)} ids, {len(base)} base and {len(tuned)} tuned scores; "
                          f"lengths must match")

@@ -1,9 +1,7 @@
 """What gets compared: base, tuned (an adapter or a merged model folder), other run folders, predictions files.
 
-Every input is checked before any model loads, so a typo fails in a second, not after an hour of generation.
-Predictions are matched to held-out rows by id: missing ids are counted and excluded from that variant's scores
-and from its paired intervals, extra ids are counted and ignored, duplicated ids are an error (which line wins
-would be a guess). Nothing is dropped without a count in results.json and the report.
+Every input is checked before any model loads. Predictions match held-out rows by id: missing ids are counted and
+excluded, extra ids counted and ignored, duplicated ids an error.
 """
 
 from __future__ import annotations
@@ -110,10 +108,7 @@ def from_run(folder: Path, rows: list[dict], recipe: Recipe) -> Variant:
     if predictions.is_file() and results.is_file():
         reason = _reuse_problem(predictions, results, rows, recipe)
         if reason is None:
-            found = {}
-            for line in predictions.read_text(encoding="utf-8").splitlines():
-                item = json.loads(line)
-                found[item["id"]] = item["tuned"]
+            found = {item["id"]: item["tuned"] for item in _read_jsonl(predictions)}
             return _matched(name, "predictions", str(predictions), found, rows)
     if not (folder / "adapter" / "adapter_config.json").is_file():
         raise TailorError(f"--compare-run {folder}: cannot reuse its predictions ({reason}) and it has no "
@@ -126,9 +121,11 @@ def from_run(folder: Path, rows: list[dict], recipe: Recipe) -> Variant:
             raise TailorError(f"--compare-run {folder}: its adapter was trained on {other_model.get('name_or_path')}"
                               f", not on this recipe's {recipe.model.name_or_path}; compare its predictions "
                               "instead (--predictions FILE) or evaluate it with its own recipe.")
-    variant = Variant(name, "adapter", str(folder / "adapter"))
-    variant.matching = {"predictions_not_reused": reason}
-    return variant
+    return Variant(name, "adapter", str(folder / "adapter"), matching={"predictions_not_reused": reason})
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def _reuse_problem(predictions: Path, results: Path, rows: list[dict], recipe: Recipe) -> str | None:
@@ -138,10 +135,7 @@ def _reuse_problem(predictions: Path, results: Path, rows: list[dict], recipe: R
     changed = [k for k in GENERATION_KEYS if k in settings and settings[k] != mine[k]]
     if changed:
         return f"generated with other settings: {', '.join(changed)}"
-    prompts = {}
-    for line in predictions.read_text(encoding="utf-8").splitlines():
-        item = json.loads(line)
-        prompts[item.get("id")] = item.get("prompt")
+    prompts = {item.get("id"): item.get("prompt") for item in _read_jsonl(predictions)}
     if any(prompts.get(r["id"]) != r["prompt"] for r in rows):
         return "its rows or prompts differ from these held-out rows"
     return None
