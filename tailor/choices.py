@@ -1,8 +1,4 @@
-"""Optimizer and fused kernels tailor picks for a recipe on this device.
-
-Core because more than the train stage needs them: train puts them in trl's SFTConfig (`train.config`), `make
-doctor` (`tailor.doctor`) reports them without importing a stage.
-"""
+"""Optimizer and fused kernels tailor picks for a recipe on this device (used by train and by `make doctor`)."""
 
 from __future__ import annotations
 

@@ -25,12 +25,8 @@ def recipe_parser(description: str) -> argparse.ArgumentParser:
 
 def run_cli(stage: Callable[[Recipe, argparse.Namespace], None], parser: argparse.ArgumentParser,
             argv: list[str] | None = None, lock: bool = True) -> None:
-    """Parse arguments, load the recipe, run `stage`; a TailorError prints its message and exits 2.
-
-    With `lock` (every stage that writes the run folder) the stage runs holding `runs/<name>/.lock`
-    (`tailor.locks`): a second process on the same run folder refuses, naming the first. Read-only commands
-    (check, plan) pass lock=False.
-    """
+    """Parse arguments, load the recipe, run `stage` (holding the run folder's lock unless `lock` is False, for
+    read-only commands); a TailorError or a full disk prints its message and exits 2."""
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=os.environ.get("TAILOR_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
@@ -69,10 +65,7 @@ DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "File too l
 
 
 def disk_full(err: BaseException) -> str | None:
-    """A description when `err` (or an exception it wraps) is a full disk or quota, else None.
-
-    Libraries report it in their own ways: OSError errno, pyarrow's OSError text, torch's "file write failed",
-    safetensors' StorageFull."""
+    """A description when `err` (or an exception it wraps) is a full disk or quota, else None."""
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
@@ -88,10 +81,8 @@ def disk_full(err: BaseException) -> str | None:
 
 
 def check_recipe_files(recipe: Recipe, recipe_arg: str, overrides: list[str]) -> None:
-    """Files a recipe makes tailor read as code-like input (the chat template) must come from inside the project
-    (the working directory), from the folder of the recipe named on the command line, or from the command line
-    itself (`data.template=PATH`): a recipe from elsewhere cannot point tailor at arbitrary files on the machine.
-    Custom filters and metrics are modules, checked the same way where they are imported."""
+    """The chat template must come from inside the project (the working directory), the recipe's folder, or the
+    command line itself (`data.template=PATH`), so a recipe from elsewhere cannot make tailor read arbitrary files."""
     template = recipe.data.template
     if not template or any(item.split("=", 1)[0].strip() == "data.template" for item in overrides):
         return
@@ -107,15 +98,13 @@ def check(recipe: Recipe, args: argparse.Namespace) -> None:
     """Validate the recipe and that every input it names exists, without loading anything heavy."""
     from tailor.models import check_model_source, check_target_modules, check_weight_files, looks_local, model_source
 
-    for index, source in enumerate(recipe.data.sources):
-        if source.path is not None and not Path(source.path).exists():
-            raise TailorError(f"{args.recipe}: data.sources[{index}].path: file {source.path} does not exist "
-                              f"(paths are relative to the recipe file that names them).")
-    for name, sources in recipe.data.eval_sets.items():
+    lists = {"data.sources": recipe.data.sources,
+             **{f"data.eval_sets.{name}": sources for name, sources in recipe.data.eval_sets.items()}}
+    for key, sources in lists.items():
         for index, source in enumerate(sources):
             if source.path is not None and not Path(source.path).exists():
-                raise TailorError(f"{args.recipe}: data.eval_sets.{name}[{index}].path: file {source.path} does not "
-                                  "exist (paths are relative to the recipe file that names them).")
+                raise TailorError(f"{args.recipe}: {key}[{index}].path: file {source.path} does not exist "
+                                  "(paths are relative to the recipe file that names them).")
     if recipe.data.template and not Path(recipe.data.template).is_file():
         raise TailorError(f"{args.recipe}: data.template: file {recipe.data.template} does not exist.")
     check_model_source(recipe.model)

@@ -24,6 +24,8 @@ LOWER_IS_BETTER = {"loss", "perplexity", "train_loss", "cost", "gpu_hours", "cpu
 RUN_MARKERS = ("run.json", "run.json.corrupt", "data", "adapter", "eval")
 IGNORED_KEYS = {"name"}
 MAX_KEY_COLUMNS = 4  # more differing recipe keys than this go to their own block, not the table
+TOTAL_COLUMNS = {"tokens/s": "tokens_per_second", "GPU-h": "gpu_hours", "CPU-h": "cpu_hours", "cost": "cost",
+                 "cost/1k pred": "cost_per_1k_predictions"}
 
 
 @dataclass
@@ -51,9 +53,6 @@ class RunView:
         rank = {"ok": 0, "partial": 1, "corrupt": 2}
         if rank[status] > rank[self.status]:
             self.status = status
-
-
-# ---------------------------------------------------------------- finding and reading run folders
 
 
 def find_runs(targets: list[str]) -> list[Path]:
@@ -96,7 +95,7 @@ def load_run(path: Path) -> RunView:
         run.flag("partial", "an earlier run.json was not valid JSON (kept as run.json.corrupt)")
     record = _read(run, path / "run.json", required=True)
     run.record = record if isinstance(record, dict) else {}
-    stages = run.record.get("stages") if isinstance(run.record.get("stages"), dict) else {}
+    stages = _dict(run.record.get("stages"))
     run.recipe = run.record.get("recipe") if isinstance(run.record.get("recipe"), dict) else None
     if run.recipe is None and (path / "adapter" / "recipe.json").exists():
         recipe = _read(run, path / "adapter" / "recipe.json")
@@ -127,32 +126,16 @@ def _read(run: RunView, path: Path, required: bool = False) -> Any:
 
 
 def _read_metrics(run: RunView, path: Path, expected: bool) -> None:
+    """The default eval set under plain names, the other sets as `<set>/<metric>`, each retention set's loss as
+    `retention/<set>` (tuned and base), and the gate as 1 (PROMOTE) or 0 (HOLD)."""
     results = _read(run, path / "eval" / "results.json", required=expected)
     if not isinstance(results, dict):
         return
-    models = results.get("models") if isinstance(results.get("models"), dict) else {}
-    run.tuned = _numbers(models.get("tuned"))
-    run.base = _numbers(models.get("base"))
-    comparisons = results.get("comparisons")
-    run.comparisons = {k: v for k, v in comparisons.items() if isinstance(v, dict)} \
-        if isinstance(comparisons, dict) else {}
-    _read_sets(run, results)
-
-
-def _read_sets(run: RunView, results: dict[str, Any]) -> None:
-    """The other eval sets as `<set>/<metric>` columns (the default set keeps the plain names), each retention
-    set's loss as `retention/<set>` (tuned and base), and the gate as 1 (PROMOTE) or 0 (HOLD)."""
-    sets = results.get("sets") if isinstance(results.get("sets"), dict) else {}
-    for name, block in sets.items():
-        if name == results.get("set") or not isinstance(block, dict):
-            continue
-        models = block.get("models") if isinstance(block.get("models"), dict) else {}
-        comparisons = block.get("comparisons") if isinstance(block.get("comparisons"), dict) else {}
-        run.tuned.update({f"{name}/{k}": v for k, v in _numbers(models.get("tuned")).items()})
-        run.base.update({f"{name}/{k}": v for k, v in _numbers(models.get("base")).items()})
-        run.comparisons.update({f"{name}/{k}": v for k, v in comparisons.items() if isinstance(v, dict)})
-    retention = (results.get("retention") or {}).get("sets") if isinstance(results.get("retention"), dict) else None
-    for name, r in (retention or {}).items():
+    _add_set(run, "", results)
+    for name, block in _dict(results.get("sets")).items():
+        if name != results.get("set") and isinstance(block, dict):
+            _add_set(run, f"{name}/", block)
+    for name, r in _dict(_dict(results.get("retention")).get("sets")).items():
         if isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in ("tuned_loss", "base_loss")):
             run.tuned[f"retention/{name}"], run.base[f"retention/{name}"] = r["tuned_loss"], r["base_loss"]
             run.comparisons[f"retention/{name}"] = {"delta": r.get("delta"), "ci_low": r.get("ci_low"),
@@ -162,10 +145,19 @@ def _read_sets(run: RunView, results: dict[str, Any]) -> None:
         run.tuned["gate"] = float(gate["promote"])
 
 
+def _add_set(run: RunView, prefix: str, block: dict[str, Any]) -> None:
+    models = _dict(block.get("models"))
+    run.tuned.update({prefix + k: v for k, v in _numbers(models.get("tuned")).items()})
+    run.base.update({prefix + k: v for k, v in _numbers(models.get("base")).items()})
+    run.comparisons.update({prefix + k: v for k, v in _dict(block.get("comparisons")).items() if isinstance(v, dict)})
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _numbers(values: Any) -> dict[str, float]:
-    if not isinstance(values, dict):
-        return {}
-    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: float(v) for k, v in _dict(values).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _read_loss(run: RunView, path: Path) -> None:
@@ -185,22 +177,15 @@ def _read_loss(run: RunView, path: Path) -> None:
                           if isinstance(v, (int, float))]
 
 
-# ---------------------------------------------------------------- what to show
-
-
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted keys of a nested recipe: data.sources[0].path, training.lr, ..."""
     if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for key, value in obj.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out or {prefix: {}}
-    if isinstance(obj, list) and obj and any(isinstance(item, (dict, list)) for item in obj):
-        out = {}
-        for index, item in enumerate(obj):
-            out.update(flatten(item, f"{prefix}[{index}]"))
-        return out
-    return {prefix: obj}
+        items = [(f"{prefix}.{key}" if prefix else str(key), value) for key, value in obj.items()]
+    elif isinstance(obj, list) and any(isinstance(item, (dict, list)) for item in obj):
+        items = [(f"{prefix}[{index}]", item) for index, item in enumerate(obj)]
+    else:
+        return {prefix: obj}
+    return {k: v for key, value in items for k, v in flatten(value, key).items()} or {prefix: {}}
 
 
 def recipe_diff(runs: list[RunView]) -> list[str]:
@@ -234,10 +219,10 @@ def metric_names(runs: list[RunView]) -> list[str]:
 def metric_value(run: RunView, name: str) -> float | None:
     """A number to sort by: a tuned metric, `delta.METRIC`, `base.METRIC`, or a total (cost, gpu_hours, ...)."""
     if name.startswith("delta."):
-        c = run.comparisons.get(name[6:])
+        key = name[6:]
+        c = run.comparisons.get(key)
         if c and isinstance(c.get("delta"), (int, float)):
             return float(c["delta"])
-        key = name[6:]
         return run.tuned[key] - run.base[key] if key in run.tuned and key in run.base else None
     if name.startswith("base."):
         return run.base.get(name[5:])
@@ -289,15 +274,9 @@ def format_number(value: Any, digits: int = 4) -> str:
 
 def table_rows(runs: list[RunView], keys: list[str], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison table (shared by the terminal and the HTML report)."""
-    header = ["run", "status", *keys, *metrics, "tokens/s", "GPU-h", "CPU-h", "cost", "cost/1k pred"]
-    rows = []
-    for run in runs:
-        t = run.totals
-        rows.append([run.name, run.status, *(recipe_value(run, k) for k in keys),
-                     *(format_metric(run, m) for m in metrics), format_number(t.get("tokens_per_second")),
-                     format_number(t.get("gpu_hours")), format_number(t.get("cpu_hours")),
-                     format_number(t.get("cost")), format_number(t.get("cost_per_1k_predictions"))])
-    return header, rows
+    rows = [[run.name, run.status, *(recipe_value(run, k) for k in keys), *(format_metric(run, m) for m in metrics),
+             *(format_number(run.totals.get(total)) for total in TOTAL_COLUMNS.values())] for run in runs]
+    return ["run", "status", *keys, *metrics, *TOTAL_COLUMNS], rows
 
 
 def diff_block(runs: list[RunView], keys: list[str], width: int = 32) -> str:
@@ -318,21 +297,15 @@ def render_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-# ---------------------------------------------------------------- command line
-
-
 def select(runs: list[RunView], recipe: str | None, tag: str | None) -> list[RunView]:
     """Keep runs whose recipe name (or folder name) matches `recipe` (a glob) and whose tags include `tag`."""
-    out = []
-    for run in runs:
+    def wanted(run: RunView) -> bool:
         name = (run.recipe or {}).get("name") or run.name
         tags = (((run.recipe or {}).get("tracking") or {}).get("tags")) or []
-        if recipe and not (fnmatch.fnmatch(name, recipe) or fnmatch.fnmatch(run.name, recipe)):
-            continue
-        if tag and tag not in tags:
-            continue
-        out.append(run)
-    return out
+        return (not recipe or fnmatch.fnmatch(name, recipe) or fnmatch.fnmatch(run.name, recipe)) \
+            and (not tag or tag in tags)
+
+    return [run for run in runs if wanted(run)]
 
 
 def compare(targets: list[str], recipe: str | None = None, tag: str | None = None, sort: str | None = None,
@@ -342,9 +315,8 @@ def compare(targets: list[str], recipe: str | None = None, tag: str | None = Non
     if not runs:
         raise TailorError(f"compare: no run folder in {' '.join(targets) or 'runs'} matches "
                           f"{'--recipe ' + recipe if recipe else ''} {'--tag ' + tag if tag else ''}".rstrip() + ".")
-    order = best or sort
-    if order:
-        runs = sort_runs(runs, order)
+    if best or sort:
+        runs = sort_runs(runs, best or sort)
     return runs, recipe_diff(runs), metrics or metric_names(runs)
 
 

@@ -1,6 +1,5 @@
-"""The HTML comparison report: one self-contained page (inline SVG and CSS, no script, nothing fetched), the
-template tailor/templates/compare_report.html. tailor.compare hands over everything it computed (runs, table, recipe
-differences, best-run summary), so this module never imports it."""
+"""The HTML comparison report (templates/compare_report.html): one self-contained page, no script, nothing fetched.
+tailor.compare hands over everything it computed, so this module never imports it."""
 
 from __future__ import annotations
 
@@ -15,15 +14,14 @@ from tailor.runs import atomic_write_text
 
 def write_report(path: Path, runs: list[Any], table: tuple[list[str], list[list[str]]], diff: list[list[str]],
                  metrics: list[str], best: str | None = None) -> None:
-    """Write the report to `path`, atomically; see `render_html`."""
+    """Write the report to `path`, atomically."""
     atomic_write_text(path, render_html(runs, table, diff, metrics, best))
 
 
 def render_html(runs: list[Any], table: tuple[list[str], list[list[str]]], diff: list[list[str]], metrics: list[str],
                 best: str | None = None) -> str:
-    """The page for `runs` (tailor.compare.RunView, as ordered): the summary `table` (header, rows; a row per run),
-    the recipe `diff` (key, then its value in each run), loss curves, a change-vs-base chart per metric in `metrics`,
-    lineage, problems, and `best` (the best-run summary) first."""
+    """The page for `runs` (tailor.compare.RunView): summary `table`, recipe `diff` rows, loss curves, a change-vs-base
+    chart per metric, lineage, problems, and the `best` summary first."""
     header, rows = table
     swatch = [Markup('<span class="swatch" style="background:{}"></span>').format(PALETTE[i % len(PALETTE)])
               for i in range(len(runs))]

@@ -1,8 +1,5 @@
-"""The prepared-data contract: what train and eval check in the run folder before they trust `data/`.
-
-The data stage writes `data/manifest.json` with the `data_hash` of the recipe it prepared for (`data_hash`); a
-later stage refuses the data unless the manifest exists and carries its own recipe's hash (`check_prepared_data`).
-Both sides compute the hash here, in the core, so no stage imports another.
+"""The prepared-data contract: the data stage records `data_hash` in `data/manifest.json`; train and eval refuse
+data without their own recipe's hash. Both sides compute it here, so no stage imports another.
 """
 
 from __future__ import annotations

@@ -44,8 +44,7 @@ def machine() -> dict[str, Any]:
 
 
 def choices(recipe: Any = None) -> dict[str, Any]:
-    """What tailor picks here for the recipe (or the defaults): precision, generation dtype, attention, Liger,
-    optimizer, threads."""
+    """What tailor picks here for the recipe (or the defaults): precision, dtypes, attention, kernels, optimizer."""
     import torch
 
     from tailor.choices import optimizer_name, use_liger

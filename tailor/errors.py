@@ -4,7 +4,4 @@ from __future__ import annotations
 
 
 class TailorError(Exception):
-    """A problem with the user's input or environment, explained well enough to fix it.
-
-    Entry points catch it and print the message alone (exit code 2): no traceback is shown to the user.
-    """
+    """A problem with the user's input or environment; entry points print its message alone and exit 2."""

@@ -1,11 +1,7 @@
 """What made a run and what it cost: code, packages, launch, hardware, durations, device-hours and prices.
 
-Every stage adds its facts to the run record (`run.json`, see `tailor.runs.update_record`) and to its W&B run
-(`tailor.tracking`). Nothing here reads an environment variable other than the few named below, so no secret can
-end up in a record: WORLD_SIZE, TAILOR_STRATEGY (set by the launcher) and TAILOR_GPU_HOUR_PRICE.
-
-One-way dependency: `tailor.runs` imports this module; this module imports no other part of tailor than
-`tailor.hashing` (`RunPaths` is a type hint only), which is why it reads JSON and the CPU name itself.
+The only environment variables read are WORLD_SIZE, TAILOR_STRATEGY and TAILOR_GPU_HOUR_PRICE, so no secret can
+reach a record. `tailor.runs` imports this module, which imports only `tailor.hashing` (hence its own JSON reading).
 """
 
 from __future__ import annotations
@@ -35,13 +31,9 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1]
 FROM_SOURCE = (SOURCE_ROOT / "pyproject.toml").is_file()
 
 
-# ---------------------------------------------------------------- lineage
-
-
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
-    """Git commit and dirty flag of tailor's checkout (None outside one, e.g. installed from a wheel), tailor's
-    package version, Python and key package versions."""
+    """Git commit and dirty flag of tailor's checkout (None outside one), tailor, Python and key package versions."""
     def git(*args: str) -> str | None:
         if not FROM_SOURCE:
             return None
@@ -59,13 +51,13 @@ def code_version() -> dict[str, Any]:
 
 def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
     """Installed version of each distribution, None when it is not installed."""
-    versions: dict[str, str | None] = {}
-    for name in names:
+    def version(name: str) -> str | None:
         try:
-            versions[name] = metadata.version(name)
+            return metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+            return None
+
+    return {name: version(name) for name in names}
 
 
 def launch_profile() -> dict[str, Any]:
@@ -110,15 +102,10 @@ def environment(paths: "RunPaths") -> dict[str, Any]:
             "data_card_hash": data_card_hash(paths)}
 
 
-# ---------------------------------------------------------------- accounting of one stage
-
-
 def stage_facts(paths: "RunPaths", stage: str, info: dict[str, Any]) -> dict[str, Any]:
     """`usage` (duration, device kind and count, device-hours, eval token counts) and `lineage` of a finished stage.
 
-    The duration is the stage's own `seconds`, else the eval's wall time (results.json `cost.wall_seconds`), else
-    the data manifest's `seconds`; devices are the GPUs in use (the world size, at most the GPUs present), or the
-    processes on CPU.
+    The duration is the stage's own `seconds`, else the eval's wall time, else the data manifest's `seconds`.
     """
     env = environment(paths)
     results = _safe_json(paths.results) if stage == "eval" and paths.results.is_file() else {}
@@ -133,13 +120,11 @@ def stage_facts(paths: "RunPaths", stage: str, info: dict[str, Any]) -> dict[str
     gpus = meter.get("gpus") if isinstance(meter.get("gpus"), int) else \
         min(world, env["hardware"]["gpu_count"]) if env["hardware"]["gpu_count"] else 0
     device, count = ("gpu", gpus) if gpus else ("cpu", world)
-    usage: dict[str, Any] = {
-        "seconds": seconds, "device": device, "devices": count,
-        "device_hours": round(seconds * count / 3600, 6) if isinstance(seconds, (int, float)) else None,
-    }
+    usage: dict[str, Any] = {"seconds": seconds, "device": device, "devices": count,
+                             "device_hours": round(seconds * count / 3600, 6) if isinstance(seconds, (int, float))
+                             else None}
     if stage == "train":
-        usage["tokens_seen"] = info.get("tokens_seen")
-        usage["tokens_per_second"] = info.get("tokens_per_second")
+        usage.update({key: info.get(key) for key in ("tokens_seen", "tokens_per_second")})
     if stage == "eval" and results:
         tuned = ((meter.get("generation") or {}).get("tuned") or {})
         usage["predictions"] = results.get("rows")
@@ -157,12 +142,8 @@ def _safe_json(path: Path) -> dict[str, Any]:
 
 
 def eval_tokens(paths: "RunPaths", results: dict[str, Any], generated: int | None = None) -> dict[str, Any]:
-    """Prompt and generated tokens of the tuned model's held-out answers.
-
-    Generated tokens come from eval's own count when given; prompt tokens (and generated ones otherwise) are
-    counted here with the adapter's tokenizer over predictions.jsonl, or estimated at 4 characters per token when
-    no tokenizer can be loaded (`source` says which).
-    """
+    """Prompt and generated tokens of the tuned model's held-out answers: `generated` when given, else counted with
+    the adapter's tokenizer over predictions.jsonl, or estimated at 4 characters per token (`source` says which)."""
     prompts, answers = [], []
     try:
         for line in paths.predictions.read_text(encoding="utf-8").splitlines():
@@ -198,9 +179,6 @@ def _token_counter(folder: Path):
         if texts else 0
 
 
-# ---------------------------------------------------------------- totals and cost of the whole run
-
-
 def gpu_hour_price(recipe: dict[str, Any] | None) -> tuple[float | None, str | None]:
     """Price per device-hour and where it came from: the recipe's tracking.gpu_hour_price, else the env var."""
     price = ((recipe or {}).get("tracking") or {}).get("gpu_hour_price")
@@ -219,8 +197,7 @@ def gpu_hour_price(recipe: dict[str, Any] | None) -> tuple[float | None, str | N
 
 
 def totals(record: dict[str, Any]) -> dict[str, Any]:
-    """Durations, device-hours, tokens and costs summed over the stages of a run record (sets each stage's
-    `usage.cost` too)."""
+    """Durations, device-hours, tokens and costs summed over a run record's stages (sets each `usage.cost` too)."""
     stages = record.get("stages") or {}
     price, source = gpu_hour_price(record.get("recipe"))
     out: dict[str, Any] = {"seconds": 0.0, "gpu_hours": 0.0, "cpu_hours": 0.0, "price_per_gpu_hour": price,

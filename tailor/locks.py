@@ -1,10 +1,7 @@
 """One writer per run folder: a `filelock` lock on `runs/<name>/.lock`, holding the pid, command and start time of its
-holder.
-
-A second stage started on the same run folder refuses, naming the process that holds it. Processes a holder starts
-itself (the training launcher's `accelerate launch` workers) inherit the lock through `TAILOR_RUN_LOCK` instead of
-waiting for their own parent. The lock is an flock (through `filelock`), which the kernel drops when its holder dies
-(even by SIGKILL), so a lock left by a dead process is taken over, with a note naming it.
+holder. A second stage on the same run folder refuses, naming the holder; processes the holder starts (`accelerate
+launch` workers) inherit the lock through `TAILOR_RUN_LOCK`. The kernel drops the flock when its holder dies (even by
+SIGKILL), so a lock left by a dead process is taken over, with a note naming it.
 """
 
 from __future__ import annotations
@@ -41,16 +38,6 @@ def read_holder(path: Path) -> dict[str, Any] | None:
     return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _ancestors() -> set[int]:
     """Pids of this process's parents, grandparents, ... (psutil, so it works beyond Linux)."""
     import psutil
@@ -70,11 +57,7 @@ def describe(holder: dict[str, Any] | None) -> str:
 
 @contextmanager
 def run_lock(run_root: Path, command: list[str] | None = None) -> Iterator[Path]:
-    """Hold the run folder's lock for the duration of the block; raise TailorError when another process holds it.
-
-    Child processes started inside the block see `TAILOR_RUN_LOCK` and, when they descend from the recorded holder,
-    share its lock instead of taking their own.
-    """
+    """Hold the run folder's lock for the duration of the block; raise TailorError when another process holds it."""
     path = lock_path(run_root).resolve()
     if _inherited(path):
         yield path
@@ -118,6 +101,8 @@ def _inherited(path: Path) -> bool:
 
 
 def _busy_message(path: Path) -> str:
+    import psutil
+
     holder = None
     for _ in range(20):  # the holder writes its name right after taking the lock
         holder = read_holder(path)
@@ -125,7 +110,7 @@ def _busy_message(path: Path) -> str:
             break
         time.sleep(0.05)
     what = describe(holder)
-    if holder and not pid_alive(holder["pid"]):
+    if holder and not psutil.pid_exists(holder["pid"]):
         what += ", which has exited, but a process it started still holds the lock"
     return (f"run folder {path.parent} is in use by {what}. Two stages writing one run folder would mix their "
             f"outputs: wait for it to finish (or stop it), or give this run another name (name=...). "

@@ -1,20 +1,8 @@
 """LoRA on the routed experts of mixture-of-experts models, frozen or targeted by choice (`peft.moe_experts`).
 
-transformers 5 stores the routed experts of Qwen3-MoE, DeepSeek-V3 (and Kimi K2), gpt-oss, ... as fused 3-D
-parameters (`mlp.experts.gate_up_proj`: experts x out x in), not as `nn.Linear` modules, so `target_modules` cannot
-name them; peft reaches them through `target_parameters` (one LoRA pair per expert, peft's ParamWrapper).
-
-peft 0.21 also rewrites the targets of some MoE model types (qwen2_moe / qwen3_moe / deepseek_v3 ...) to mimic
-transformers 4: a target named `gate_proj`, `up_proj`, `down_proj` or `gate` (which `all-linear` implies) is moved
-onto the fused experts and the router, and the dense MLP / shared-expert linears of that name lose their LoRA. To make
-the choice explicit and the same for every MoE family, `moe_lora_targets` resolves the targets itself:
-
-- frozen:   the linear layers of `target_modules` minus those peft would move onto the experts (attention only on
-            Qwen3-MoE and DeepSeek-V3; attention on gpt-oss, whose router and experts are not linear layers);
-- targeted: the same linear layers, plus every fused expert weight in `target_parameters` (the router stays frozen).
-
-Dense models get `target_modules` unchanged. bitsandbytes does not quantize fused experts: under QLoRA they stay in
-16 bits, whatever this setting.
+Fused 3-D expert weights are reached through peft's `target_parameters`. peft 0.21 moves targets named like the
+expert or router linears (`gate_proj`, `up_proj`, `down_proj`, `gate`) onto the fused experts on some MoE types;
+`moe_lora_targets` resolves the targets itself so the choice is explicit and the same for every family (docs/models.md).
 """
 
 from __future__ import annotations

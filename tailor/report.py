@@ -49,9 +49,6 @@ def render(template_name: str, **context: Any) -> str:
     return _ENV.get_template(template_name).render(**context)
 
 
-# ------------------------------------------------------------------------------------------------ plots
-
-
 def _el(tag: str, text: Any = None, tip: str | None = None, **attrs: Any) -> dict[str, Any]:
     """One SVG element; `class_`, `text_anchor` ... become `class`, `text-anchor`; floats get one decimal."""
     return {"tag": tag, "text": text, "tip": tip, "attrs": {k.rstrip("_").replace("_", "-"): (
@@ -91,8 +88,8 @@ def bars(title: str, values: list[tuple[str, float | None]], width: int = 360) -
 
 def deltas(title: str, items: list[tuple[str, float, float | None, float | None, bool]], width: int = 360,
            cls: str = "plot") -> Markup:
-    """Differences (label, delta, low, high, excludes_zero) around a dashed 0, with interval whiskers where there
-    is an interval; green or red when the interval excludes 0, grey otherwise."""
+    """Differences (label, delta, low, high, excludes_zero) around a dashed 0 with interval whiskers, coloured when
+    significant."""
     row, top, right = 24, 28, width - 20
     left = max(110, min(220, 20 + 7 * max(len(i[0]) for i in items)))
     height = top + row * max(len(items), 1) + 24
@@ -157,8 +154,7 @@ def proportions(title: str, items: list[tuple[str, float, float, float, int]], w
 
 def lines(title: str, series: list[tuple[str, list[tuple[float, float]]]], width: int = 720, height: int = 320,
           cls: str = "plot") -> Markup:
-    """Overlaid curves (name, [(x, y), ...]) on shared axes, coloured by their index in `series` (empty curves are
-    skipped, keeping the colours of the others), x named `step`, with a legend."""
+    """Overlaid curves (name, [(x, y), ...]) against `step`, coloured by their index in `series`, with a legend."""
     left, right, top, bottom = 56, width - 16, 28, height - 56
     xs, ys = [p[0] for _, c in series for p in c], [p[1] for _, c in series for p in c]
     (x0, x1), (y0, y1) = ((min(v), max(v) if max(v) > min(v) else min(v) + 1) for v in (xs, ys))

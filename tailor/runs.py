@@ -26,67 +26,35 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, ".cache"))
 
 
+def _at(*parts: str) -> property:
+    """A path inside the run folder, as a read-only attribute of RunPaths."""
+    def path(self: RunPaths) -> Path:
+        return self.root.joinpath(*parts)
+    return property(path)
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """Where each stage reads and writes inside `<output_dir>/<name>/`."""
 
     root: Path
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def train_data(self) -> Path:
-        return self.data_dir / "train.parquet"
-
-    @property
-    def heldout_data(self) -> Path:
-        return self.data_dir / "heldout.parquet"
+    data_dir = _at("data")
+    train_data = _at("data", "train.parquet")
+    heldout_data = _at("data", "heldout.parquet")
+    manifest = _at("data", "manifest.json")
+    rejected = _at("data", "rejected.jsonl")
+    adapter_dir = _at("adapter")
+    checkpoints_dir = _at("checkpoints")
+    merged_dir = _at("merged")
+    eval_dir = _at("eval")
+    results = _at("eval", "results.json")
+    predictions = _at("eval", "predictions.jsonl")
+    record = _at("run.json")
+    resolved_recipe = _at("recipe.yaml")
 
     def eval_set_data(self, name: str) -> Path:
         """The prepared rows of one eval set: heldout.parquet for the hash split, data/eval/<name>.parquet else."""
         return self.heldout_data if name == "heldout" else self.data_dir / "eval" / f"{name}.parquet"
-
-    @property
-    def manifest(self) -> Path:
-        return self.data_dir / "manifest.json"
-
-    @property
-    def rejected(self) -> Path:
-        return self.data_dir / "rejected.jsonl"
-
-    @property
-    def adapter_dir(self) -> Path:
-        return self.root / "adapter"
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def merged_dir(self) -> Path:
-        return self.root / "merged"
-
-    @property
-    def eval_dir(self) -> Path:
-        return self.root / "eval"
-
-    @property
-    def results(self) -> Path:
-        return self.eval_dir / "results.json"
-
-    @property
-    def predictions(self) -> Path:
-        return self.eval_dir / "predictions.jsonl"
-
-    @property
-    def record(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def resolved_recipe(self) -> Path:
-        return self.root / "recipe.yaml"
 
 
 def run_paths(recipe: Recipe) -> RunPaths:
@@ -144,11 +112,7 @@ def read_json(path: Path) -> Any:
 
 
 def update_record(paths: RunPaths, stage: str, info: dict[str, Any]) -> None:
-    """Merge one stage's facts into `run.json` (the run record every later tool reads).
-
-    Adds `usage` (duration, devices, device-hours, cost, tokens) and `lineage` (code, packages, launch, hardware,
-    data card hash) to the stage's entry and recomputes the run's `totals` (`tailor.lineage`).
-    """
+    """Merge one stage's facts, `usage` and `lineage` (`tailor.lineage.stage_facts`), into `run.json`."""
     facts = stage_facts(paths, stage, info)
 
     def change(record: dict[str, Any]) -> None:
@@ -160,10 +124,9 @@ def update_record(paths: RunPaths, stage: str, info: dict[str, Any]) -> None:
 
 
 def modify_record(paths: RunPaths, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Read `run.json`, apply `change`, recompute totals, write it back atomically; returns the new record.
+    """Read `run.json` under a lock, apply `change`, recompute totals, write it back atomically; returns it.
 
-    A lock file serialises concurrent writers (two stages or processes); a run.json that is not valid JSON is
-    kept aside as run.json.corrupt and a fresh record is started, so one bad write never blocks later stages.
+    A run.json that is not valid JSON is kept aside as run.json.corrupt and a fresh record is started.
     """
     from filelock import FileLock
 

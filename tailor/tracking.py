@@ -1,10 +1,8 @@
 """Experiment tracking: one run per stage (data, train, eval) in one group per pipeline, with full lineage.
 
-`start_stage` records the lineage (resolved recipe, its hash, data card hash, code, packages, launch, hardware) in
-`run.json` and in the tracker's run config; `finish_stage` logs the stage's outputs as an artifact that the next
-stage names as its input. Offline by default: W&B writes under `runs/<name>/wandb/`, trackio into its local store
-(`TRACKIO_DIR`, default ~/.cache/huggingface/trackio). Secrets (API keys, tokens) are never read here, so they
-cannot reach any file we write.
+`start_stage` records the lineage in `run.json` and the tracker's run config; `finish_stage` logs the stage's
+outputs as an artifact that the next stage names as its input. Offline by default (W&B under `runs/<name>/wandb/`,
+trackio in `TRACKIO_DIR`). Secrets are never read here, so they cannot reach any file we write.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tailor.errors import TailorError
-from tailor.lineage import code_version, data_card_hash, hardware, launch_profile
+from tailor.lineage import code_version, environment
 from tailor.recipe import recipe_hash
 from tailor.runs import RunPaths, modify_record, run_paths
 from tailor.schema import Recipe
@@ -42,9 +40,7 @@ _OPEN: dict[int, _OpenStage] = {}
 
 def lineage(recipe: Recipe, paths: RunPaths) -> dict[str, Any]:
     """Everything that made this stage: resolved recipe and hash, data card hash, code, launch and hardware."""
-    return {"recipe": recipe.model_dump(mode="json"), "recipe_hash": recipe_hash(recipe),
-            "data_card_hash": data_card_hash(paths), "code": code_version(), "launch": launch_profile(),
-            "hardware": hardware()}
+    return {"recipe": recipe.model_dump(mode="json"), "recipe_hash": recipe_hash(recipe), **environment(paths)}
 
 
 def start_stage(recipe: Recipe, stage: str, config: dict[str, Any] | None = None) -> Any:
@@ -95,18 +91,10 @@ def finish_stage(run: Any, summary: dict[str, Any]) -> None:
 
 def stage_outputs(paths: RunPaths, stage: str) -> list[Path]:
     """The files a stage hands on: data card files, the adapter folder, or the eval report (never raw rows)."""
-    if stage == "data":
-        candidates = [paths.data_dir / "data_card.json", paths.data_dir / "data_card.md"]
-    elif stage == "train":
-        candidates = [paths.adapter_dir]
-    elif stage == "eval":
-        candidates = [paths.results, paths.eval_dir / "report.html", paths.eval_dir / "report.md"]
-    else:
-        candidates = []
-    return [p for p in candidates if p.exists()]
-
-
-# ---------------------------------------------------------------- W&B
+    candidates = {"data": [paths.data_dir / "data_card.json", paths.data_dir / "data_card.md"],
+                  "train": [paths.adapter_dir],
+                  "eval": [paths.results, paths.eval_dir / "report.html", paths.eval_dir / "report.md"]}
+    return [p for p in candidates.get(stage, []) if p.exists()]
 
 
 def _open_wandb(recipe: Recipe, stage: str, group: str, paths: RunPaths, config: dict[str, Any]) -> Any:
@@ -121,15 +109,13 @@ def _open_wandb(recipe: Recipe, stage: str, group: str, paths: RunPaths, config:
 def _use_inputs(run: Any, recipe: Recipe, inputs: dict[str, dict[str, Any]]) -> None:
     """Link the upstream artifacts as inputs where the tracker can (online W&B, trackio).
 
-    Offline W&B refuses `use_artifact` ("Cannot use artifact when in offline mode"), so there the link is the
-    `inputs` entry of the run config: each upstream artifact's name, type and digest.
+    Offline W&B refuses `use_artifact`, so there the link is the `inputs` entry of the run config.
     """
+    if recipe.tracking.backend == "wandb" and recipe.tracking.mode != "online":
+        return
     for facts in inputs.values():
         try:
-            if recipe.tracking.backend == "wandb" and recipe.tracking.mode == "online":
-                run.use_artifact(f"{facts['name']}:latest")
-            elif recipe.tracking.backend == "trackio":
-                run.use_artifact(f"{facts['name']}:latest")
+            run.use_artifact(f"{facts['name']}:latest")
         except Exception as err:  # noqa: BLE001 - a missing upstream artifact must not stop the stage
             log.warning("could not link input artifact %s (%s); its name and digest are in the run config",
                         facts.get("name"), err)
@@ -142,20 +128,22 @@ def _log_outputs(run: Any, opened: _OpenStage) -> dict[str, Any] | None:
         return None
     name, kind = f"{opened.name}-{opened.stage}", ARTIFACT_TYPES.get(opened.stage, opened.stage)
     if opened.backend == "trackio":
-        return _log_trackio_outputs(run, name, kind, files)
-    import wandb
+        import trackio
 
-    artifact = wandb.Artifact(name, type=kind, metadata={"stage": opened.stage})
+        artifact = trackio.Artifact(name, type=kind)
+    else:
+        import wandb
+
+        artifact = wandb.Artifact(name, type=kind, metadata={"stage": opened.stage})
     for path in files:
         if path.is_dir():
             artifact.add_dir(str(path), name=path.name)
         else:
             artifact.add_file(str(path))
-    run.log_artifact(artifact)
-    return {"name": name, "type": kind, "digest": artifact.digest, "files": [p.name for p in files]}
-
-
-# ---------------------------------------------------------------- trackio
+    logged = run.log_artifact(artifact)
+    digest = getattr(logged, "digest", None) if opened.backend == "trackio" else artifact.digest
+    return {"name": name, "type": kind, "digest": None if digest is None else str(digest),
+            "files": [p.name for p in files]}
 
 
 class _TrackioRun:
@@ -170,11 +158,8 @@ class _TrackioRun:
         if numbers:
             self.run.log(numbers, step=step)
 
-    def log_artifact(self, artifact: Any, **kwargs: Any) -> None:
-        if isinstance(artifact, (str, Path)):
-            self.run.log_artifact(artifact, **kwargs)
-        else:  # a W&B artifact built by stage code: finish_stage logs the stage's files itself
-            log.debug("trackio backend: skipping a W&B artifact (%s)", getattr(artifact, "name", artifact))
+    def log_artifact(self, artifact: Any, **kwargs: Any) -> Any:
+        return self.run.log_artifact(artifact, **kwargs)
 
     def use_artifact(self, name: str) -> Any:
         return self.run.use_artifact(name)
@@ -195,21 +180,6 @@ def _open_trackio(recipe: Recipe, stage: str, group: str, paths: RunPaths, confi
     run = trackio.init(project=recipe.tracking.project, name=f"{group}-{stage}", group=group, config=config,
                        embed=False, auto_log_cpu=False, auto_log_gpu=False)
     return _TrackioRun(run)
-
-
-def _log_trackio_outputs(run: _TrackioRun, name: str, kind: str, files: list[Path]) -> dict[str, Any]:
-    import trackio
-
-    artifact = trackio.Artifact(name, type=kind)
-    for path in files:
-        if path.is_dir():
-            artifact.add_dir(str(path), name=path.name)
-        else:
-            artifact.add_file(str(path))
-    logged = run.run.log_artifact(artifact)
-    digest = getattr(logged, "digest", None)
-    return {"name": name, "type": kind, "digest": None if digest is None else str(digest),
-            "files": [p.name for p in files]}
 
 
 def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
