@@ -1,13 +1,8 @@
 """`python -m train RECIPE [key=value ...] [--gpus N] [--strategy S] [--nodes M ...]`: check, then `accelerate launch`.
 
-Everything that can be refused is refused here, before any model is loaded: missing or stale data, a strategy that
-does not fit the machine. The training processes run in their own process group; SIGTERM/SIGUSR1 sent to this
-launcher (what schedulers send before preemption) become a STOP request that the processes honour at the next step
-end, saving a checkpoint and exiting with code 75. A failed multi-process run is explained from the per-rank
-heartbeats: the rank that stopped making progress is named.
-
-Multi-node: every node runs this launcher on the same (shared) run folder. Node 0's holds the run-folder lock and
-alone clears leftover STOP/PREEMPTED files; the other nodes' launchers only start their own processes.
+Refuses what cannot work before any model is loaded. SIGTERM/SIGUSR1 here become a STOP request (checkpoint, exit
+75); a failed multi-process run names the stalled rank from the heartbeats. Multi-node: every node runs this on the
+shared run folder; node 0's holds the lock and alone clears leftover STOP/PREEMPTED files.
 """
 
 from __future__ import annotations
@@ -43,10 +38,8 @@ def child_env(launch: Launch, gpus_visible: int, launch_dir: Path) -> dict[str, 
 
 
 def run_launch(command: list[str], env: dict[str, str], stop_file: Path, clear: bool = True) -> int:
-    """Run the launcher in its own process group; SIGTERM/SIGUSR1 here -> STOP file; Ctrl-C -> forwarded.
-
-    `clear` first removes a STOP file left from an earlier run (node 0 only: it may be another node's request)."""
-    if clear:
+    """Run the launcher in its own process group; SIGTERM/SIGUSR1 here -> STOP file; Ctrl-C -> forwarded."""
+    if clear:  # node 0 only: an earlier STOP file may be another node's request
         stop_file.unlink(missing_ok=True)
     child = subprocess.Popen(command, env=env, start_new_session=True)
 
@@ -119,12 +112,9 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
 
 
 def _check_memory(recipe: Recipe, launch: Launch, gpu_mem_gb: float) -> None:
-    """On GPU machines, before loading anything: refuse a recipe the memory planner puts far over GPU memory, warn
-    when it is a little over (`train.plan.check_fits`; `--no-memory-check` skips this)."""
-    try:
-        from train.plan import check_fits
-    except ImportError:
-        return
+    """Refuse a recipe the memory planner puts far over GPU memory, warn when a little over (`check_fits`)."""
+    from train.plan import check_fits
+
     check_fits(recipe, launch.world_size, gpu_mem_gb, launch.strategy)
 
 

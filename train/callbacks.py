@@ -1,15 +1,13 @@
 """Trainer callbacks: checkpoint completion markers, preemption (SIGTERM/SIGUSR1) handling, per-rank heartbeats.
 
-Preemption: a scheduler sends SIGTERM or SIGUSR1 to the training processes (or to `python -m train`, which then
-writes `launch/STOP`). At the end of the current optimizer step every rank agrees (an all-reduce of one flag, so no
-rank leaves a collective alone), the trainer saves a checkpoint and stops, and the job exits with code 75.
-
-Heartbeats: each rank writes `launch/heartbeat-rank<N>.json` (step, time, host, pid) at every step end, so when a
-collective times out the launcher can name the rank that stopped making progress.
+Preemption (a signal here, or `launch/STOP` written by `python -m train`): at the next step end all ranks agree via an
+all-reduce, the trainer saves a checkpoint and stops, and the job exits 75. Heartbeats: each rank writes
+`launch/heartbeat-rank<N>.json` at every step, so the launcher can name the rank that stalled a collective.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,16 +98,13 @@ class Heartbeat(TrainerCallback):
 def read_heartbeats(folder: Path) -> list[dict[str, Any]]:
     beats = []
     for path in sorted(folder.glob("heartbeat-rank*.json")):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             beats.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
     return beats
 
 
 def stalled_ranks(beats: list[dict[str, Any]]) -> str | None:
-    """A sentence naming the rank(s) that fell behind: a step behind the others, or missing from the step-end sync
-    the others are waiting in. None when no rank lags (e.g. all are inside the same step's gradient all-reduce)."""
+    """A sentence naming the rank(s) a step behind or missing from the step-end sync the others wait in; else None."""
     if len(beats) < 2:
         return None
     order = {"done": 0, "sync": 1, "running": 2}

@@ -1,10 +1,9 @@
 """Checkpoints of a run: which are complete, which one to resume from, and whether resuming is allowed.
 
-The trainer writes `checkpoints/checkpoint-<step>/` (adapter, optimizer, scheduler, RNG, trainer state with the data
-position). A checkpoint only counts once tailor has written `tailor_checkpoint.json` into it, after the trainer
-finished saving; a folder without it (a crash or SIGKILL mid-save) is moved aside as `.incomplete-checkpoint-<step>`
-and reported, never resumed from. The marker also records the settings and the global batch, so a resume with other
-settings is refused and a resume on another number of processes keeps the same global batch.
+A `checkpoints/checkpoint-<step>/` counts only once tailor has written `tailor_checkpoint.json` into it after the
+trainer finished saving; one without it (killed mid-save) is moved aside as `.incomplete-checkpoint-<step>`. The
+marker records the settings and global batch: a resume with other settings is refused, one on another number of
+processes keeps the global batch.
 """
 
 from __future__ import annotations
@@ -58,9 +57,8 @@ def mark_complete(checkpoint: Path, info: dict[str, Any]) -> None:
 def scan(paths: RunPaths) -> tuple[list[Checkpoint], list[Path]]:
     """Complete checkpoints (oldest first) and incomplete checkpoint folders."""
     complete, incomplete = [], []
-    if not paths.checkpoints_dir.is_dir():
-        return complete, incomplete
-    for folder in paths.checkpoints_dir.iterdir():
+    folders = paths.checkpoints_dir.iterdir() if paths.checkpoints_dir.is_dir() else []
+    for folder in folders:
         match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
         if not match or not folder.is_dir():
             continue
@@ -90,11 +88,7 @@ def discard(paths: RunPaths) -> None:
 
 
 def choose_resume(recipe: Recipe, data_hash: str, world_size: int, complete: list[Checkpoint]) -> Checkpoint | None:
-    """The latest complete checkpoint of this run, checked against the current settings; None to start fresh.
-
-    Raises when the checkpoints come from other settings (the fix is named), or when the global batch cannot be kept
-    on this number of processes. When the process count changed, the caller adapts grad_accum (see `resume_accum`).
-    """
+    """The latest complete checkpoint, or None; raises when its settings differ or its global batch cannot be kept."""
     if not complete:
         return None
     latest = complete[-1]

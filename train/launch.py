@@ -1,11 +1,8 @@
 """Launch profiles: choose and check a strategy, render its Accelerate config, build the `accelerate launch` line.
 
-Everything here runs before any model is loaded, so a launch that cannot work is refused in seconds with the
-reason and a fix. The profiles are ordinary Accelerate config files in `train/profiles/`; tailor copies the chosen
-one into the run folder (`launch/accelerate.yaml`, paths made absolute) so the run records exactly how it ran.
-
-`python -m train.launch RECIPE [key=value ...]` is the training process of nodes other than 0 (`launch_command`
-starts it there): `train.run` without taking the run-folder lock, which node 0's launcher holds for the whole job.
+Runs before any model is loaded, so a launch that cannot work is refused in seconds with a fix. The chosen profile
+(`train/profiles/`) is copied into the run folder as its record. `python -m train.launch RECIPE` is the training
+process of nodes other than 0: `train.run` without the run-folder lock, which node 0's launcher holds.
 """
 
 from __future__ import annotations
@@ -104,12 +101,7 @@ def render_profile(launch: Launch, paths: RunPaths) -> Path:
 
 def launch_command(launch: Launch, profile: Path, gpus_visible: int, recipe_arg: str,
                    overrides: list[str]) -> list[str]:
-    """`accelerate launch` for this launch: the profile plus sizes and, across nodes, the rendezvous address.
-
-    Several processes (also across nodes, also without GPUs) go through torchrun's static rendezvous at node 0's
-    address; without GPUs the workers talk over gloo (`--cpu` is for one process only: accelerate then skips torchrun
-    and would need mpirun for more).
-    """
+    """`accelerate launch` with the profile, sizes and rendezvous (torchrun; `--cpu` only for one CPU process)."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(profile),
                "--num_processes", str(launch.world_size), "--num_machines", str(launch.nodes)]
     if launch.nodes > 1:
@@ -122,11 +114,7 @@ def launch_command(launch: Launch, profile: Path, gpus_visible: int, recipe_arg:
 
 
 def node_worker(argv: list[str] | None = None) -> None:
-    """The training process on a node other than 0: `train.run`, joining the lock node 0's launcher holds.
-
-    Every node shares the run folder; node 0's `python -m train` holds its lock for the whole job and its own workers
-    inherit it. Processes on other nodes cannot inherit it (their launcher is not its holder), so they take none.
-    """
+    """`train.run` on a node other than 0, taking no lock: node 0's launcher holds it for the shared run folder."""
     from tailor.cli import recipe_parser, run_cli
     from train.run import stage
 

@@ -1,14 +1,13 @@
 """The memory formula: per-device bytes of a LoRA/QLoRA training step, as pure functions of the architecture.
 
-Everything here is arithmetic on an `Arch` (counts and shapes read once from the model, see `train.plan`) and a
-`Setup` (what the recipe and the launch choose). No torch import, so the formula is testable by hand. Each
-component follows what the code paths of this project's pinned stack actually keep in memory (trl 1.16
-`SFTTrainer`, peft 0.21, transformers 5 sdpa attention, bitsandbytes NF4); `docs/memory-planner.md` derives
-every term.
+Arithmetic on an `Arch` (read once from the model, see `train.plan`) and a `Setup` (recipe and launch choices), with
+no torch import. Each term follows what the pinned stack (trl 1.16, peft 0.21, transformers 5, bitsandbytes NF4)
+keeps in memory; `docs/memory-planner.md` derives every term.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal, Mapping
 
@@ -40,13 +39,9 @@ class LoraTarget:
     out_features: int
 
 
-LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
 @dataclass(frozen=True)
 class Arch:
-    """A model's shape, for the memory planner and the FLOP count (`bench.flops`): dimensions, and exact parameter
-    counts when built from the module tree (`train.plan.build_arch`; 0 when read from a config alone)."""
+    """A model's shape for the memory planner and `bench.flops`; parameter counts are 0 when read from a config."""
 
     hidden: int
     layers: int
@@ -77,12 +72,6 @@ class Arch:
     def params_total(self) -> int:
         return self.params_embed + self.params_lm_head + self.params_linear + self.params_other
 
-    def layer_linear_params(self) -> float:
-        return self.params_linear / max(self.layers, 1)
-
-    def layer_other_params(self) -> float:
-        return self.params_other / max(self.layers, 1)
-
     @property
     def attn_dim(self) -> int:
         return self.heads * self.head_dim
@@ -106,8 +95,9 @@ class Arch:
 
     def lora_params(self, r: int, targets: str | Iterable[str] = "all-linear") -> int:
         """LoRA parameters of rank r on the given dense-layer linears ("all-linear": all of them, not the LM head)."""
-        names = set(LINEAR_NAMES) if targets == "all-linear" else set(targets)
-        return self.layers * sum(r * (i + o) for name, (i, o) in self.linear_shapes().items() if name in names)
+        shapes = self.linear_shapes()
+        names = set(shapes) if targets == "all-linear" else set(targets)
+        return self.layers * sum(r * (i + o) for name, (i, o) in shapes.items() if name in names)
 
 
 def arch_from_config(config: Mapping[str, Any] | Any) -> Arch:
@@ -176,15 +166,13 @@ class Setup:
 # ---------------------------------------------------------------------------------------------------- static part
 
 def weight_bytes(arch: Arch, setup: Setup) -> float:
-    """Frozen base weights on one device. QLoRA: NF4 for the layers' nn.Linear weights, embeddings and LM head stay
-    in the compute dtype; FSDP/ZeRO-3 shard them across GPUs."""
+    """Frozen base weights on one device (QLoRA: NF4 layer linears only); FSDP/ZeRO-3 shard them across GPUs."""
     if setup.method == "qlora":
         per = NF4_BYTES if setup.double_quant else NF4_BYTES_NO_DOUBLE_QUANT
-        linear = arch.params_linear * per
     else:
-        linear = arch.params_linear * setup.weight_bytes
+        per = setup.weight_bytes
     rest = (arch.params_embed + arch.params_lm_head + arch.params_other) * setup.weight_bytes
-    total = linear + rest
+    total = arch.params_linear * per + rest
     return total / setup.gpus if setup.shards_weights else total
 
 
@@ -192,22 +180,19 @@ def gathered_weight_bytes(arch: Arch, setup: Setup) -> float:
     """FSDP/ZeRO-3 all-gather the layer being computed and prefetch the next: two layers whole."""
     if not setup.shards_weights:
         return 0.0
-    per = (NF4_BYTES if setup.method == "qlora" else setup.weight_bytes)
-    layer = arch.layer_linear_params() * per + arch.layer_other_params() * setup.weight_bytes
-    return 2 * layer
+    per = NF4_BYTES if setup.method == "qlora" else setup.weight_bytes
+    layers = max(arch.layers, 1)
+    return 2 * (arch.params_linear / layers * per + arch.params_other / layers * setup.weight_bytes)
 
 
 def adapter_param_bytes(setup: Setup) -> int:
-    """Bytes per adapter parameter held by the model: peft upcasts adapters to fp32, except that trl casts QLoRA
-    adapters to bf16 and DeepSpeed runs the module in bf16."""
-    if setup.method == "qlora" or setup.deepspeed:
-        return 2
-    return 4
+    """Bytes per adapter parameter: peft's fp32, but bf16 for QLoRA (trl casts) and under DeepSpeed."""
+    return 2 if setup.method == "qlora" or setup.deepspeed else 4
 
 
 def adapter_bytes(setup: Setup) -> float:
     total = setup.lora_params * adapter_param_bytes(setup)
-    return total / setup.gpus if setup.strategy in ("fsdp", "zero3") and setup.gpus > 1 else total
+    return total / setup.gpus if setup.shards_weights else total
 
 
 def gradient_bytes(setup: Setup) -> float:
@@ -248,40 +233,32 @@ def optimizer_bytes(setup: Setup) -> float:
 
 # ------------------------------------------------------------------------------------------------ activations
 
+# Modules of one layer that read the very same tensor: their lora_A inputs are one saved tensor.
+_SHARED_INPUT = {**dict.fromkeys(("q_proj", "k_proj", "v_proj", "q_a_proj", "kv_a_proj_with_mqa"), "attention input"),
+                 "gate_proj": "mlp input", "up_proj": "mlp input"}
+
+
 def _lora_saved_per_token(targets: list[LoraTarget], setup: Setup) -> float:
-    """Bytes per token that the LoRA branches of one layer keep: the input of lora_A (shared by modules reading the
-    same tensor when there is no dropout), the r-wide output of lora_A, and with dropout the mask and the dropped copy."""
+    """Bytes per token the LoRA branches of one layer keep for backward."""
     e = setup.act_bytes
     total = 0.0
-    shared_seen: set[str] = set()
-    for target in targets:
+    seen: set[str | int] = set()
+    for index, target in enumerate(targets):
         total += setup.lora_r * e  # lora_B keeps its input
         if setup.use_dora:
             total += target.out_features * e  # DoRA keeps the base output for the magnitude scaling
         if setup.lora_dropout > 0:
             total += target.in_features * (e + setup.dropout_mask_bytes)  # dropped copy + mask
             continue
-        group = _input_group(target.name)
-        if group is None:
-            total += target.in_features * e
-        elif group not in shared_seen:
-            shared_seen.add(group)
+        group = _SHARED_INPUT.get(target.name, index)  # an ungrouped module saves its own input
+        if group not in seen:
+            seen.add(group)
             total += target.in_features * e
     return total
 
 
-def _input_group(name: str) -> str | None:
-    """Modules of one layer that read the very same tensor (their lora_A inputs are one saved tensor)."""
-    if name in ("q_proj", "k_proj", "v_proj", "q_a_proj", "kv_a_proj_with_mqa"):
-        return "attention input"
-    if name in ("gate_proj", "up_proj"):
-        return "mlp input"
-    return None
-
-
 def attention_saved_per_token(arch: Arch, setup: Setup) -> float:
-    """Bytes per token that attention keeps for backward (excluding LoRA branches): rotated queries and keys, values,
-    the attention output (flash/memory-efficient kernels: no seq x seq matrix, only a fp32 logsumexp per head)."""
+    """Bytes per token attention keeps for backward: q, k, v, output and a fp32 logsumexp per head (no seq x seq)."""
     e = setup.act_bytes
     q = arch.heads * arch.head_dim
     kv_heads = arch.heads if (setup.kv_repeated and setup.attn != "flash_attention_2") else arch.kv_heads
@@ -300,18 +277,14 @@ def attention_saved_per_token(arch: Arch, setup: Setup) -> float:
 
 
 def mlp_saved_per_token(arch: Arch, setup: Setup, moe: bool) -> float:
-    """Dense SwiGLU keeps gate output, its activation and the up output; an MoE layer keeps the router's fp32
-    probabilities and, per routed copy of a token, its gathered input, the expert's gate/up outputs, activation and
-    weighted output (expert weights are frozen 3-D tensors: all-linear puts no LoRA on them)."""
+    """Bytes per token a dense SwiGLU or MoE block keeps for backward (frozen 3-D expert weights get no LoRA)."""
     e = setup.act_bytes
     if not moe:
         return 3 * arch.intermediate * e
     k = arch.experts_per_token
     # per routed copy: gathered input, gate/up output, activation, product, weighted output, routing weight
     routed = k * (3 * arch.moe_intermediate + 2 * arch.hidden + 1) * e + 12 * k
-    router = 4 * arch.experts
-    shared = 3 * arch.shared_intermediate * e
-    return routed + router + shared
+    return routed + 4 * arch.experts + 3 * arch.shared_intermediate * e  # + fp32 router probabilities, shared experts
 
 
 def layer_saved_per_token(arch: Arch, setup: Setup, layer: int, input_requires_grad: bool = True) -> float:
@@ -324,21 +297,18 @@ def layer_saved_per_token(arch: Arch, setup: Setup, layer: int, input_requires_g
 
 
 def head_saved_per_token(arch: Arch, setup: Setup) -> float:
-    """Final norm (fp32 input copy + 1/rms), the hidden states trl's fused LM head keeps (it never builds the full
-    logits), its fp32 log Z and entropy, and the int64 targets."""
+    """Final norm, the hidden states trl's fused LM head keeps, its fp32 log Z and entropy, the int64 targets."""
     return (4 * arch.hidden + 4) + arch.hidden * setup.act_bytes + 16
 
 
 def logits_working_bytes(arch: Arch, setup: Setup) -> float:
-    """Transient memory of the fused LM head: one [tokens, vocab] tile in the compute dtype, an fp32 working copy,
-    and the fp32 gradient of the hidden states in backward."""
+    """Transient memory of the fused LM head: one logits tile, its fp32 copy and the fp32 hidden-state gradient."""
     tile = min(setup.tokens, TOKEN_TILE) * min(arch.vocab, VOCAB_TILE)
     return tile * (setup.act_bytes + 4) + setup.tokens * arch.hidden * 4
 
 
 def mask_bytes(setup: Setup) -> float:
-    """The boolean 4-D attention mask sdpa gets: batch x seq x seq for padded rows, (batch x seq)^2 for one flat
-    padding-free row; flash-attention takes none."""
+    """The boolean 4-D attention mask sdpa gets (one flat (batch x seq)^2 row padding-free; none for flash)."""
     if setup.attn == "flash_attention_2":
         return 0.0
     if setup.padding_free:
@@ -347,12 +317,7 @@ def mask_bytes(setup: Setup) -> float:
 
 
 def activation_bytes(arch: Arch, setup: Setup) -> float:
-    """Activations kept for backward at the end of the forward pass.
-
-    Without checkpointing every layer keeps `layer_saved_per_token` bytes per token (the first layer's input needs
-    no gradient: nothing upstream trains), plus the rotary cos/sin shared by all layers. With (non-reentrant)
-    checkpointing each layer keeps only its input; the recomputation is in `backward_working_bytes`.
-    """
+    """Activations kept for backward at the end of the forward pass (with checkpointing: each layer's input)."""
     if setup.gradient_checkpointing:
         kept = arch.layers * arch.hidden * setup.act_bytes
         shared = 0.0
@@ -363,8 +328,7 @@ def activation_bytes(arch: Arch, setup: Setup) -> float:
 
 
 def backward_working_bytes(arch: Arch, setup: Setup) -> float:
-    """Gradients flowing through the layer being back-propagated (about as large as what that layer saved), plus,
-    with checkpointing, that layer's recomputed activations."""
+    """Gradients through the layer being back-propagated, plus its recomputed activations with checkpointing."""
     per_layer = max((layer_saved_per_token(arch, setup, i) for i in range(arch.layers)), default=0.0)
     return setup.tokens * per_layer * (2 if setup.gradient_checkpointing else 1)
 
@@ -411,13 +375,6 @@ def usable_bytes(gpu_mem_gib: float) -> float:
 def largest_micro_batch(arch: Arch, setup: Setup, gpu_mem_gib: float, limit: int = 4096) -> int:
     """The largest micro batch whose estimate fits (0 when not even one sequence fits)."""
     capacity = usable_bytes(gpu_mem_gib)
-    if estimate(arch, replace(setup, micro_batch=1)).total > capacity:
-        return 0
-    low, high = 1, limit
-    while low < high:  # memory grows with the batch: binary search for the last size that fits
-        mid = (low + high + 1) // 2
-        if estimate(arch, replace(setup, micro_batch=mid)).total <= capacity:
-            low = mid
-        else:
-            high = mid - 1
-    return low
+    # memory grows with the batch: binary search for the first size that does not fit
+    return bisect_left(range(1, limit + 1), True,
+                       key=lambda batch: estimate(arch, replace(setup, micro_batch=batch)).total > capacity)

@@ -1,19 +1,13 @@
 """`python -m train.merge RECIPE [key=value ...] [--adapter DIR] [--out DIR]`: merge the adapter into the base.
 
-Loads the base unquantized (bfloat16 on GPUs, float32 on CPU; for QLoRA too: the original weights, not the 4-bit
-ones), applies the adapter, `merge_and_unload`, and writes safetensors shards, the tokenizer and a model card
-(recipe, data card, eval results, the check below) into `runs/<name>/merged/` atomically.
-
-The check: logits of the saved merged folder, reloaded with plain `AutoModelForCausalLM.from_pretrained`, against
-the unmerged base + adapter on a few held-out prompts (max abs diff relative to the largest logit). For QLoRA
-also against the NF4-dequantized base + adapter (what training saw), judged against the quantization gap of
-the base alone. Tolerances and reasoning: docs/merge.md.
+Loads the base unquantized (QLoRA too), merges the adapter and writes safetensors shards, the tokenizer and a model
+card into `runs/<name>/merged/` atomically, after checking the reloaded folder's logits against base + adapter on
+held-out prompts (QLoRA: also against the NF4 base + adapter, within the base's own NF4 gap). See docs/merge.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -63,8 +57,7 @@ def adapter_folder(paths: RunPaths, adapter: str | None) -> Path:
 
 
 def probe_prompts(paths: RunPaths, tokenizer: Any) -> list[list[int]]:
-    """Token ids of the first held-out rows (the hash split, else a named eval set; prompt + answer, cut to
-    PROBE_TOKENS); fixed texts when none."""
+    """Token ids of the first held-out rows, cut to PROBE_TOKENS; fixed chat texts when there are none."""
     import pyarrow.parquet as pq
 
     rows: list[list[int]] = []
@@ -87,11 +80,8 @@ def logits_of(model: Any, prompts: list[list[int]]) -> list[Any]:
     import torch
 
     device = next(model.parameters()).device
-    out = []
     with torch.no_grad():
-        for ids in prompts:
-            out.append(model(input_ids=torch.tensor([ids], device=device)).logits[0].float().cpu())
-    return out
+        return [model(input_ids=torch.tensor([ids], device=device)).logits[0].float().cpu() for ids in prompts]
 
 
 def compare(against: str, merged: list[Any], reference: list[Any], tolerance: float) -> Comparison:
@@ -102,19 +92,11 @@ def compare(against: str, merged: list[Any], reference: list[Any], tolerance: fl
     return Comparison(against, diff, scale, relative, tolerance, sum(agree) / len(agree), relative <= tolerance)
 
 
-def _free() -> None:
-    """Return the memory of models the caller has just deleted (GPU cache included)."""
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def merge(recipe: Recipe, adapter: str | None = None, out: str | None = None,
           max_shard_size: str = "5GB") -> dict[str, Any]:
     """Merge, save, reload and check; returns the check record (also written to run.json and the model card)."""
     import torch
+    from accelerate.utils.memory import clear_device_cache
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -146,12 +128,12 @@ def merge(recipe: Recipe, adapter: str | None = None, out: str | None = None,
         merged.save_pretrained(tmp, max_shard_size=max_shard_size)
         tokenizer.save_pretrained(tmp)
         del merged, model, base
-        _free()
+        clear_device_cache(garbage_collection=True)
         reloaded = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=dtype, device_map=device_map)
         reloaded.eval()
         merged_logits = logits_of(reloaded, prompts)
         del reloaded
-        _free()
+        clear_device_cache(garbage_collection=True)
         checks.append(compare("base + adapter (unmerged, same dtype)", merged_logits, reference,
                               TOLERANCE.get(dtype_name, 2e-2)))
         if qlora:
@@ -179,8 +161,8 @@ def merge(recipe: Recipe, adapter: str | None = None, out: str | None = None,
 
 def _check_against_nf4(recipe: Recipe, folder: Path, prompts: list[list[int]], merged_logits: list[Any],
                        base_logits: list[Any], device_map: Any) -> Comparison:
-    """Merged model vs the NF4-dequantized base + adapter, the model training optimised. The two bases differ by
-    NF4's rounding, so the tolerance is the base's own gap (NF4 base vs original base) times QUANT_GAP_FACTOR."""
+    """Merged model vs the NF4 base + adapter that training optimised, within QUANT_GAP_FACTOR x the base's NF4 gap."""
+    from accelerate.utils.memory import clear_device_cache
     from peft import PeftModel
 
     from tailor.models import load_model
@@ -192,7 +174,7 @@ def _check_against_nf4(recipe: Recipe, folder: Path, prompts: list[list[int]], m
         nf4_base_logits = logits_of(nf4_model, prompts)
     trained = logits_of(nf4_model, prompts)
     del nf4_model, nf4
-    _free()
+    clear_device_cache(garbage_collection=True)
     gap = compare("NF4 base vs original base", nf4_base_logits, base_logits, float("inf"))
     return compare("NF4 base + adapter (as trained)", merged_logits, trained,
                    max(QUANT_GAP_FACTOR * gap.relative, TOLERANCE["bfloat16"]))
@@ -206,8 +188,8 @@ def model_card(recipe: Recipe, paths: RunPaths, adapter: Path, record: dict[str,
              f"{recipe.model.name_or_path} with the {recipe.peft.method.upper()} adapter `{adapter}` merged into its "
              f"weights ({record['dtype']}), made by tailor. Load it like any checkpoint: "
              "`AutoModelForCausalLM.from_pretrained(folder)`.", ""]
-    lines += ["## Merge check", "", "| compared with | max abs diff | relative | tolerance | top-1 agreement | result |",
-              "|---|---|---|---|---|---|"]
+    header = "| compared with | max abs diff | relative | tolerance | top-1 agreement | result |"
+    lines += ["## Merge check", "", header, "|---|---|---|---|---|---|"]
     for c in record["checks"]:
         lines.append(f"| {c['against']} | {c['max_abs_diff']:.3g} | {c['relative']:.2e} | {c['tolerance']:.1e} | "
                      f"{c['top1_agreement']:.3f} | {'pass' if c['passed'] else 'FAIL'} |")

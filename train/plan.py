@@ -1,9 +1,8 @@
 """`python -m train.plan RECIPE [key=value ...] --gpus N --gpu-mem 80 [--strategy ddp|fsdp|zero2|zero3]`.
 
-Estimates per-device GPU memory of the recipe's training step (formula in `train.memory`, derivation in
-`docs/memory-planner.md`) and the largest micro batch that fits. `check_fits` is what the launcher calls before
-any model is loaded: it warns (with concrete fixes) when the estimate is over the usable memory, and raises a
-TailorError only when it is over by more than `REFUSE_FACTOR`.
+Estimates per-device GPU memory of the recipe's training step (`train.memory`, `docs/memory-planner.md`) and the
+largest micro batch that fits. The launcher calls `check_fits` before loading a model: it warns with fixes when the
+estimate is over the usable memory and refuses only beyond `REFUSE_FACTOR`.
 """
 
 from __future__ import annotations
@@ -24,12 +23,9 @@ from tailor.schema import ModelSettings, Recipe
 from train.memory import GiB, STRATEGIES, Arch, Estimate, LoraTarget, Setup, arch_from_config, estimate, \
     largest_micro_batch, usable_bytes
 
+# Refuse only above this multiple of the usable memory (warn between 1x and it): the GPU terms of the estimate are
+# not yet calibrated against measurements. Lower it once GPU runs record measured vs planned peaks.
 REFUSE_FACTOR = 1.3
-"""The launcher refuses a recipe only when its estimate exceeds the usable GPU memory by this factor; between 1x and
-this it warns and trains. The estimate is checked against measurements on CPU only: on GPUs the CUDA context,
-allocator fragmentation and backward working-set terms are not yet calibrated, so a recipe a little over the estimate
-may well fit, and refusing it would be the planner overruling the hardware. Lower it once GPU runs have recorded
-measured vs planned peaks (docs/memory-planner.md)."""
 
 
 # ------------------------------------------------------------------------------------------- architecture
@@ -47,12 +43,10 @@ def arch_config_file(settings: ModelSettings, arch_file: str | Path | None = Non
         if not path.is_file():
             raise TailorError(f"--arch {arch_file}: file does not exist (give a model's config.json).")
         return path
+    from tailor.models import looks_local, model_source
+
     if settings.gguf_file:
-        from tailor.models import model_source
-
         return Path(model_source(settings)) / "config.json"
-    from tailor.models import looks_local
-
     if looks_local(settings.name_or_path):
         path = Path(settings.name_or_path).expanduser() / "config.json"
         if not path.is_file():
@@ -89,10 +83,7 @@ def load_config(settings: ModelSettings, arch_file: str | Path | None = None) ->
 
 
 def build_arch(recipe: Recipe, arch_file: str | Path | None = None) -> tuple[Arch, int, tuple[LoraTarget, ...]]:
-    """Count parameters exactly on a meta-device model and find the LoRA targets with peft itself.
-
-    Returns (arch, number of LoRA parameters, targets).
-    """
+    """(arch, LoRA parameter count, LoRA targets), counted exactly on a meta-device model with peft itself."""
     import logging
 
     import torch
@@ -162,8 +153,8 @@ def recipe_setup(recipe: Recipe, gpus: int, strategy: str, lora_params: int,
                  use_dora=p.use_dora, lora_params=lora_params, targets=targets, micro_batch=t.batch_size,
                  seq_len=t.max_length, gradient_checkpointing=t.gradient_checkpointing,
                  attn=recipe.model.attn_implementation, padding_free=t.padding_free,
-                 optim=optimizer_name(recipe, on_gpu=True, strategy=strategy), strategy=strategy,  # type: ignore[arg-type]
-                 gpus=gpus)
+                 optim=optimizer_name(recipe, on_gpu=True, strategy=strategy),
+                 strategy=strategy, gpus=gpus)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -234,9 +225,7 @@ class Plan:
             elif largest_micro_batch(self.arch, replace(qlora, gradient_checkpointing=True), self.gpu_mem_gib):
                 out.append("use peft.method=qlora with training.gradient_checkpointing=true")
         if s.strategy in ("ddp", "zero2") or s.gpus == 1:
-            for gpus in (2, 4, 8):
-                if gpus <= s.gpus:
-                    continue
+            for gpus in (g for g in (2, 4, 8) if g > s.gpus):
                 sharded = replace(s, strategy="fsdp", gpus=gpus)
                 if largest_micro_batch(self.arch, sharded, self.gpu_mem_gib) >= min(1, s.micro_batch):
                     out.append(f"shard the weights over more GPUs: GPUS={gpus} STRATEGY=fsdp")
@@ -264,11 +253,7 @@ def make_plan(recipe: Recipe, gpus: int, gpu_mem_gb: float, strategy: str | None
 
 def check_fits(recipe: Recipe, gpus: int, gpu_mem_gb: float | None = None, strategy: str | None = None,
                arch_file: str | Path | None = None) -> Plan:
-    """The plan; over the usable memory a warning on stderr, over `REFUSE_FACTOR` times it a TailorError, both
-    naming the shortfall and the fixes.
-
-    `gpu_mem_gb` None reads the first visible GPU's memory; `strategy` None uses training.strategy.
-    """
+    """The plan; warns over the usable memory, raises over `REFUSE_FACTOR` times it (gpu_mem_gb None: GPU 0's)."""
     if gpu_mem_gb is None:
         import torch
 
@@ -295,8 +280,7 @@ def check_fits(recipe: Recipe, gpus: int, gpu_mem_gb: float | None = None, strat
 
 
 def stage(recipe: Recipe, args: argparse.Namespace) -> None:
-    plan = make_plan(recipe, args.gpus, args.gpu_mem, args.strategy, args.arch)
-    print(plan.table())
+    print(make_plan(recipe, args.gpus, args.gpu_mem, args.strategy, args.arch).table())
 
 
 def main(argv: list[str] | None = None) -> None:

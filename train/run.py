@@ -1,14 +1,12 @@
 """The training entry point each Accelerate process runs: seed, data, tokenizer, model, trainer, train, save.
 
-Run through `python -m train RECIPE` (which calls `accelerate launch`), or directly for one process:
-`python -m train.run RECIPE [key=value ...]`.
+Run through `python -m train RECIPE` (`accelerate launch`), or for one process `python -m train.run RECIPE [k=v ...]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import sys
@@ -22,13 +20,12 @@ from tailor.errors import TailorError
 from tailor.runs import RunPaths, atomic_dir, read_json, run_paths, update_record
 from tailor.schema import Recipe
 
-log = logging.getLogger(__name__)
+COLUMNS = ["input_ids", "assistant_masks"]  # what the trainer reads of the prepared data
 
 
 def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list | None = None
                   ) -> tuple[Any, Any, dict[str, Any]]:
-    """Seed, data, tokenizer, model, trainer: everything up to (not including) training. Returns
-    (trainer, tokenizer, manifest); the manifest also carries the chosen compute `precision` (a record)."""
+    """Everything up to training: (trainer, tokenizer, data manifest with the chosen `precision` record added)."""
     import torch
     from datasets import load_dataset
     from transformers import set_seed
@@ -46,8 +43,7 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
     # under `python -m train` the launcher has already warned about a forced precision: say it once
     precision = resolve_precision(recipe.training.mixed_precision, warn=not os.environ.get("TAILOR_LAUNCHER"))
     set_seed(recipe.training.seed)
-    dataset = load_dataset("parquet", data_files=str(paths.train_data), split="train")
-    dataset = dataset.select_columns(["input_ids", "assistant_masks"])
+    dataset = load_dataset("parquet", data_files=str(paths.train_data), split="train").select_columns(COLUMNS)
     eval_dataset = _eval_slice(recipe, paths) if recipe.training.eval_steps else None
     tokenizer = load_tokenizer(recipe.model)
     qlora = recipe.peft.method == "qlora"
@@ -61,15 +57,8 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
     report_to = [recipe.tracking.backend] if recipe.tracking.mode != "disabled" else ["none"]
     args = sft_config(recipe, paths, use_cpu=use_cpu, precision=precision.name, report_to=report_to,
                       strategy=os.environ.get("TAILOR_STRATEGY", "single"), grad_accum=grad_accum)
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=lora_config(recipe, model),
-        callbacks=callbacks,
-    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+                         processing_class=tokenizer, peft_config=lora_config(recipe, model), callbacks=callbacks)
     return trainer, tokenizer, {**manifest, "precision": precision.record()}
 
 
@@ -81,8 +70,7 @@ def _eval_slice(recipe: Recipe, paths: RunPaths) -> Any:
     dataset = load_dataset("parquet", data_files=str(paths.eval_set_data(name)), split="train")
     if len(dataset) == 0:
         raise TailorError(f"training.eval_steps: eval set {name!r} has no rows to score.")
-    return dataset.select(range(min(recipe.training.eval_rows, len(dataset)))).select_columns(
-        ["input_ids", "assistant_masks"])
+    return dataset.select(range(min(recipe.training.eval_rows, len(dataset)))).select_columns(COLUMNS)
 
 
 def _eval_history(trainer: Any) -> dict[str, Any]:
@@ -100,10 +88,7 @@ def _eval_history(trainer: Any) -> dict[str, Any]:
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
-    """Fine-tune the adapter (resuming this run's latest complete checkpoint) and save it into the run folder.
-
-    Returns the metrics; `metrics["preempted"]` is true when SIGTERM/SIGUSR1 stopped it after saving a checkpoint.
-    """
+    """Fine-tune the adapter (resuming the latest complete checkpoint) and save it; metrics["preempted"] on a stop."""
     from accelerate import PartialState
 
     from tailor.contract import check_prepared_data
@@ -139,7 +124,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
     seconds = time.time() - started
 
-    tokens_seen = _trained_tokens(trainer)
+    tokens_seen = int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)  # across processes, padding too
     metrics = {"train_loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
                "world_size": world, "grad_accum": grad_accum,
                "global_batch": recipe.training.batch_size * grad_accum * world, "tokens_seen": tokens_seen,
@@ -226,11 +211,6 @@ def _save_adapter(trainer: Any, tokenizer: Any, recipe: Recipe, metrics: dict, p
             (tmp / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2) + "\n")
             (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _trained_tokens(trainer: Any) -> int:
-    """Input tokens the trainer consumed across processes (padding included, as trl counts them)."""
-    return int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
 
 
 def stage(recipe: Recipe, args: argparse.Namespace) -> None:

@@ -1,9 +1,8 @@
 """`python -m train.slurm RECIPE --nodes N --gpus-per-node G [--strategy S] [--submit]`: a SLURM batch script.
 
-The script runs one task per node; each task runs the same `python -m train` launcher as `make train`, with the
-node's rank and node 0 as the rendezvous point, so multi-node is `accelerate launch` across machines, nothing new.
-Preemption: SLURM sends SIGUSR1 two minutes before the time limit (`--signal=USR1@120`) to every task; tailor saves
-a checkpoint and exits 75, and the script requeues the job, which resumes from that checkpoint.
+One task per node runs the same `python -m train` launcher as `make train`, with node 0 as the rendezvous point.
+SLURM sends SIGUSR1 two minutes before the time limit; tailor saves a checkpoint and exits 75, and the script
+requeues the job, which resumes from that checkpoint.
 """
 
 from __future__ import annotations
@@ -70,7 +69,6 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
     script = render(recipe, args.recipe, args.overrides, launch, args.time, args.cpus_per_task, args.sbatch)
     target = run_paths(recipe).root / "launch" / "train.sbatch"
     atomic_write_text(target, script)
-    (run_paths(recipe).root / "launch").mkdir(parents=True, exist_ok=True)
     print(script)
     print(f"# written to {target}")
     if args.submit:
