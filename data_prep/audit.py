@@ -1,9 +1,7 @@
 """Audit of the loss masks before any training: the checks that catch the silent data bugs.
 
-Hard errors (the run stops): a row with no trainable token, an end-of-turn token that is never trained (the model
-would never learn to stop), or a trained assistant turn whose end-of-turn token is not trained. Renders that differ
-between training and inference are refused earlier, in `render.py`, and counted here.
-The report also gives per-role token counts and a sample with the trained tokens highlighted.
+Hard errors (the run stops): a row with no trainable token, an end-of-turn token never trained, a trained
+assistant turn whose end-of-turn token is not trained, or renders that differ from inference (`render.py`).
 """
 
 from __future__ import annotations
@@ -11,6 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from tailor.errors import TailorError
@@ -106,16 +105,8 @@ def check(report: AuditReport) -> None:
 
 def highlight(row: dict[str, Any], tokenizer: "PreTrainedTokenizerBase", color: bool = True) -> str:
     """The rendered row with trained tokens highlighted (green, or [[...]] without colour)."""
-    out, run, state = [], [], None
-    for token_id, trained in zip(row["input_ids"], row["assistant_masks"]):
-        if state is not None and trained != state:
-            out.append(_wrap(tokenizer.decode(run), state, color))
-            run = []
-        run.append(token_id)
-        state = trained
-    if run:
-        out.append(_wrap(tokenizer.decode(run), state, color))
-    return "".join(out)
+    runs = groupby(zip(row["input_ids"], row["assistant_masks"]), key=lambda pair: pair[1])
+    return "".join(_wrap(tokenizer.decode([t for t, _ in run]), trained, color) for trained, run in runs)
 
 
 def _wrap(text: str, trained: int | None, color: bool) -> str:

@@ -6,6 +6,8 @@ It holds counts and statistics only, never a raw row, so it is safe to log to a 
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
+from collections import Counter
 from typing import Any, Sequence
 
 HISTOGRAM_BINS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -13,12 +15,9 @@ HISTOGRAM_BINS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 3276
 
 def length_histogram(lengths: Sequence[int]) -> dict[str, int]:
     """Row counts by token length, in power-of-two bins ("<=64": n, ...)."""
-    counts: dict[str, int] = {}
-    for length in lengths:
-        label = next((f"<={edge}" for edge in HISTOGRAM_BINS if length <= edge), f">{HISTOGRAM_BINS[-1]}")
-        counts[label] = counts.get(label, 0) + 1
-    order = [f"<={edge}" for edge in HISTOGRAM_BINS] + [f">{HISTOGRAM_BINS[-1]}"]
-    return {label: counts[label] for label in order if label in counts}
+    labels = [f"<={edge}" for edge in HISTOGRAM_BINS] + [f">{HISTOGRAM_BINS[-1]}"]
+    counts = Counter(labels[bisect_left(HISTOGRAM_BINS, length)] for length in lengths)
+    return {label: counts[label] for label in labels if label in counts}
 
 
 def padding_fraction_batched(lengths: Sequence[int], batch_size: int, seed: int = 0) -> float:
@@ -34,11 +33,8 @@ def padding_fraction_batched(lengths: Sequence[int], batch_size: int, seed: int 
 
 
 def padding_fraction_packed(lengths: Sequence[int], max_length: int, strategy: str = "bfd") -> tuple[float, int]:
-    """Share of empty space when rows are packed into max_length sequences by trl's packing; and the pack count.
-
-    trl packs each batch of 1000 rows (`datasets.map`'s default), so slices of whole batches are packed one at a
-    time: the same packs, with memory for a slice only (the token lists hold nulls, which take no memory: only
-    their lengths matter)."""
+    """Share of empty space when trl packs rows into max_length sequences, and the pack count (1000-row
+    batches as `datasets.map` gives trl, a slice of whole batches at a time to bound memory)."""
     import numpy as np
     import pyarrow as pa
     from datasets import Dataset, disable_progress_bars, enable_progress_bars, is_progress_bar_enabled

@@ -1,10 +1,7 @@
 """Named evaluation sets (`data.eval_sets`): read from their own files, never split, never trained on.
 
-Each set goes through the same workers as the training rows (parse, map, PII, filters, dedup within the set,
-render with the template, length filters), its rejected rows in the shared rejected.jsonl with file and line.
-Contamination runs the other way round than for the hash split: a set is fixed, so a *training* row is removed
-when at least `data.contamination.threshold` of its word n-grams occur in the set's rows (an exact copy: all of
-them); it is listed in rejected.jsonl with the set row it overlaps, and counted per set.
+Each set is cleaned and rendered by the same workers as the training rows (rejections in the shared
+rejected.jsonl). A set is fixed, so contamination removes the *training* rows that overlap it.
 """
 
 from __future__ import annotations
@@ -39,8 +36,7 @@ class EvalSet:
 
 
 def collect_sets(recipe: Recipe, renderer: Renderer, work: Path, rejected: Rejections) -> dict[str, EvalSet]:
-    """Read, clean and render every named set; a set with no row, too many bad rows or no usable row is an error
-    naming the set and its files."""
+    """Read, clean and render every named set; an empty, too bad or unusable set is an error naming it."""
     data = recipe.data
     sets: dict[str, EvalSet] = {}
     for name, sources in data.eval_sets.items():
@@ -49,14 +45,7 @@ def collect_sets(recipe: Recipe, renderer: Renderer, work: Path, rejected: Rejec
         files = [s.path if s.path is not None else f"hub:{s.hub}" for s in sources]
         bad_before, count_before = rejected.bad, rejected.by_reason.copy()
         collected = collect(recipe, renderer, folder, sources, heldout_fraction=1.0, rejected=rejected)
-        alive = np.frombuffer(bytes(collected.alive), dtype=np.uint8).astype(bool)
-        score = np.frombuffer(collected.score, dtype=np.float64) if len(collected.score) else np.zeros(0)
-        rows = np.nonzero(alive)[0]
-        rows = rows[np.lexsort((rows, score[rows]))]
-        length = np.asarray(collected.length, dtype=np.int64)
-        truncated = np.frombuffer(bytes(collected.truncated), dtype=np.uint8).astype(bool)
-        rows = _usable(collected, rows, length, truncated, data.clean)
-        tokens = np.where(truncated, recipe.training.max_length, length)
+        rows = _usable(collected, collected.ranked(), data.clean)
         where = f"eval set {name!r} ({', '.join(files)})"
         if not collected.rows_read:
             raise TailorError(f"data.eval_sets.{name}: {where} has no row: the files are empty.")
@@ -69,27 +58,25 @@ def collect_sets(recipe: Recipe, renderer: Renderer, work: Path, rejected: Rejec
         if not len(rows):
             raise TailorError(f"data.eval_sets.{name}: none of the {collected.rows_read} rows of {where} is usable "
                               f"(each is listed with file, line and reason in rejected.jsonl). Top reasons: {reasons}")
-        sets[name] = EvalSet(name, collected, rows, tokens, files)
+        sets[name] = EvalSet(name, collected, rows, collected.tokens(recipe.training.max_length), files)
     return sets
 
 
 def remove_overlaps(recipe: Recipe, collected: Collected, plan: Plan, sets: dict[str, EvalSet]) -> dict[str, int]:
-    """Remove from `plan.train` every training row overlapping a set (rejected with its reason); return the
-    removed rows per set. A set every row of which some training row overlaps gets a warning."""
+    """Remove (reject) the training rows overlapping a set; return the count per set, warn on a fully hit set."""
     from data_prep.contamination import NgramIndex
-    from data_prep.shards import block_rows, read_planned
+    from data_prep.shards import block_rows
 
     settings = recipe.data.contamination
     if not settings.enabled or not sets or not len(plan.train):
         return {name: 0 for name in sets}
-    train = plan.train[np.r_[True, plan.train[1:] != plan.train[:-1]]] if len(plan.train) else plan.train
-    shards, position = np.asarray(collected.shard, dtype=np.int64), np.asarray(collected.position, dtype=np.int64)
+    train = plan.train[np.r_[True, plan.train[1:] != plan.train[:-1]]]  # weights repeat rows next to each other
     block = block_rows(float(plan.tokens[train].mean()))
     indexes = {name: NgramIndex(_set_texts(s), n=settings.ngram) for name, s in sets.items()}
     dropped: dict[int, str] = {}
     hit: dict[str, set[str]] = {name: set() for name in sets}
     start = 0
-    for table in read_planned(collected.shards, shards[train], position[train], ["_text"], block):
+    for table in collected.read(train, ["_text"], block):
         texts = table.column("_text").to_pylist()
         rows = train[start:start + len(texts)].tolist()
         start += len(texts)
@@ -118,35 +105,24 @@ def remove_overlaps(recipe: Recipe, collected: Collected, plan: Plan, sets: dict
 
 def _set_texts(eval_set: EvalSet) -> list[tuple[str, str]]:
     """(file:line, text) of the set's rows, for the n-gram index."""
-    from data_prep.shards import read_planned
-
-    c = eval_set.collected
-    shards, position = np.asarray(c.shard, dtype=np.int64), np.asarray(c.position, dtype=np.int64)
     out: list[tuple[str, str]] = []
-    for table in read_planned(c.shards, shards[eval_set.rows], position[eval_set.rows], ["source", "_text"]):
+    for table in eval_set.collected.read(eval_set.rows, ["source", "_text"]):
         out.extend(zip(table.column("source").to_pylist(), table.column("_text").to_pylist()))
     return out
 
 
 def write_sets(sets: dict[str, EvalSet], out: Path, audit: Any) -> dict[str, dict[str, Any]]:
     """data/eval/<name>.parquet for every set (held-out schema), each row counted by the mask audit."""
-    import pyarrow.parquet as pq
-
     from data_prep.audit import count_rows
-    from data_prep.shards import WORK_COLUMNS, output_schema, read_planned, to_output
+    from data_prep.shards import output_columns, write_output
 
-    schema = output_schema(heldout=True)
-    columns = [f.name for f in schema] + WORK_COLUMNS
     if sets:
         (out / "eval").mkdir(exist_ok=True)
     info: dict[str, dict[str, Any]] = {}
     for name, eval_set in sets.items():
         c = eval_set.collected
-        shards, position = np.asarray(c.shard, dtype=np.int64), np.asarray(c.position, dtype=np.int64)
-        with pq.ParquetWriter(out / "eval" / f"{name}.parquet", schema) as writer:
-            for table in read_planned(c.shards, shards[eval_set.rows], position[eval_set.rows], columns):
-                count_rows(audit, table)
-                writer.write_table(to_output(table, schema))
+        write_output(out / "eval" / f"{name}.parquet", c.read(eval_set.rows, output_columns(True)), True,
+                     lambda table: count_rows(audit, table))
         info[name] = {"file": f"eval/{name}.parquet", "sources": eval_set.files, "rows_read": c.rows_read,
                       "rows": len(eval_set.rows), "tokens": int(eval_set.tokens[eval_set.rows].sum()),
                       "removed_from_train": eval_set.removed_train, "rows_overlapped_by_train": eval_set.overlapped,

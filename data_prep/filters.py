@@ -11,8 +11,4 @@ Filter = Callable[[list[dict[str, Any]]], "bool | str"]
 
 def load_filters(specs: list[str]) -> list[Filter]:
     """Import each filter; it receives a row's messages and returns True to keep it, or False / a reason to drop."""
-    return [_load(spec) for spec in specs]
-
-
-def _load(spec: str) -> Filter:
-    return load_project_function(spec, "data.clean.filters")
+    return [load_project_function(spec, "data.clean.filters") for spec in specs]

@@ -1,8 +1,7 @@
 """Optional language filter (`data.clean.language`): py3langid, whose model ships inside the package (offline).
 
-A row's language is detected on its own words (every message but the system prompt, which rows share). A row is
-kept when the detected language is in `keep` with at least `min_confidence` (py3langid's normalised probability);
-otherwise the reason names what was found, so rejected.jsonl counts rows by language.
+A row's language is detected on every message but the system prompt; it is kept when in `keep` with at least
+`min_confidence` (normalised probability), otherwise the reason names the language found.
 """
 
 from __future__ import annotations
@@ -43,6 +42,4 @@ class LanguageFilter:
 
 def language_filter(settings: Any) -> LanguageFilter | None:
     """The filter for `data.clean.language`, or None when the step is off."""
-    if settings is None:
-        return None
-    return LanguageFilter(list(settings.keep), settings.min_confidence)
+    return None if settings is None else LanguageFilter(list(settings.keep), settings.min_confidence)

@@ -1,27 +1,9 @@
 """Near-duplicate removal: datasketch MinHash signatures over word shingles, MinHashLSH candidates, exact check.
 
-A row's text is the concatenation of its message contents, normalised (lowercase, punctuation stripped,
-whitespace collapsed) and split into words (`shingles.words`). Its shingles are the overlapping runs of
-`shingle` words; a row with fewer words than that has one shingle, the whole row. The similarity of two rows is
-the Jaccard index of their shingle sets.
-
-`NearDupFilter.add` keeps the first occurrence: a row whose Jaccard with an already kept row is at least the
-threshold is reported with the key of that kept row (the most similar one, earliest on ties) and is not
-indexed; any other row is indexed and `None` is returned.
-
-How it is computed (deterministic and independent of the process):
-
-- a shingle's value is the top 32 bits of its `shingles.gram_hashes` hash (the hashes the contamination check
-  uses too);
-- a row's signature is `datasketch.MinHash(num_perm, seed)` (affine32 scheme) fed those values;
-- `datasketch.MinHashLSH` finds the candidates among the kept rows, with bands chosen for recall (`lsh_params`:
-  at least 95 % of pairs exactly at the threshold become candidates, more above it), and every candidate is
-  checked with the exact Jaccard of the two shingle sets, so the threshold is applied exactly and a pair below
-  it is never reported.
-
-Rows with no words after normalisation (empty, punctuation only) have no shingles: they are never reported
-and never indexed, and `jaccard` with such a text is 0.0. `python -m bench.near_dup --rows 200000`
-measures the throughput.
+Two rows' similarity is the Jaccard index of their shingle sets (`shingles`: runs of `shingle` normalised words).
+`NearDupFilter.add` keeps the first occurrence and reports a later row at or above the threshold with the key of
+the most similar kept row. LSH bands are chosen for recall (`lsh_params`) and every candidate is checked with the
+exact Jaccard, so the threshold is exact. Rows with no words are never reported nor indexed.
 """
 
 from __future__ import annotations
@@ -34,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from data_prep.shingles import gram_hashes, words
+from data_prep.shingles import batches, gram_hashes, words
 
 __all__ = ["NearDupFilter", "jaccard", "lsh_params"]
 
@@ -48,8 +30,7 @@ def _shingle_hashes32(word_lists: Sequence[Sequence[str]], k: int) -> tuple[np.n
 
 
 def jaccard(a: str, b: str, shingle: int = 3) -> float:
-    """Exact Jaccard index of the shingle sets of two texts (the similarity `NearDupFilter` thresholds);
-    0.0 when either has no words."""
+    """Exact Jaccard index of the shingle sets of two texts (0.0 when either has no words)."""
     hashes, counts = _shingle_hashes32([words(a), words(b)], shingle)
     sa, sb = _row_sets(hashes, counts)
     return _jaccard_sorted(sa, sb)
@@ -62,32 +43,23 @@ def _jaccard_sorted(sa: np.ndarray, sb: np.ndarray) -> float:
     return inter / (sa.size + sb.size - inter)
 
 
-# ----------------------------------------------------------------------------------------------- LSH
-
-
-def _candidate_probability(s: float, bands: int, rows: int) -> float:
-    return 1.0 - (1.0 - s**rows) ** bands
-
-
 def lsh_params(threshold: float, num_perm: int, recall: float = 0.95) -> tuple[int, int]:
-    """(bands, rows per band) for LSH: the most rows per band (fewest false candidates) such that a pair
-    whose Jaccard equals `threshold` becomes a candidate with probability >= `recall`."""
+    """(bands, rows per band): the most rows per band that still make a pair at `threshold` a candidate with
+    probability >= `recall`."""
     best = (num_perm, 1)
     for rows in range(1, num_perm + 1):
         bands = num_perm // rows
-        if _candidate_probability(threshold, bands, rows) >= recall:
+        if 1.0 - (1.0 - threshold**rows) ** bands >= recall:
             best = (bands, rows)
     return best
 
 
 class NearDupFilter:
-    """Streaming near-duplicate filter. Feed rows in order with `add`, or `add_many` (the same results; use it
-    for datasets: shingles are hashed a batch at a time)."""
+    """Streaming near-duplicate filter: feed rows in order with `add`, or `add_many` (the same results, faster)."""
 
     def __init__(self, threshold: float = 0.85, num_perm: int = 128, shingle: int = 3, seed: int = 1,
                  spill_dir: str | os.PathLike | None = None) -> None:
-        """`spill_dir`: keep the kept rows' shingle sets in a temporary file there (only their offsets in memory;
-        a set is read back for the exact check of a candidate), for data sets larger than memory."""
+        """`spill_dir`: keep the kept rows' shingle sets in a temporary file there, for data sets larger than memory."""
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         if num_perm < 2:
@@ -110,8 +82,7 @@ class NearDupFilter:
         return self.minhash_many([text])[0]
 
     def minhash_many(self, texts: Sequence[str]) -> np.ndarray:
-        """MinHash signatures of many texts, shape (len(texts), num_perm), dtype uint32; a text with no words
-        gets the empty signature (all 0xFFFFFFFF, an empty datasketch MinHash)."""
+        """MinHash signatures (len(texts), num_perm) uint32; a text with no words gets all 0xFFFFFFFF."""
         hashes, counts = _shingle_hashes32([words(t) for t in texts], self.shingle)
         signatures = np.empty((len(texts), self.num_perm), dtype=np.uint32)
         for i, minhash in enumerate(self._minhashes(hashes, counts)):
@@ -119,8 +90,7 @@ class NearDupFilter:
         return signatures
 
     def _minhashes(self, hashes: np.ndarray, counts: np.ndarray) -> Iterator[MinHash]:
-        """The MinHash of each row of a batch (`_shingle_hashes32` output), in turn. One object is reused: it
-        holds a row's signature until the next row is asked for."""
+        """The MinHash of each row of a batch, in turn (one object, reused: valid until the next row)."""
         values, start = hashes.tolist(), 0
         for count in counts.tolist():
             self._minhash.clear()
@@ -129,23 +99,12 @@ class NearDupFilter:
             yield self._minhash
 
     def add(self, key: str, text: str) -> str | None:
-        """Check one row against the rows kept so far: return the key of the kept row it near-duplicates,
-        or None, in which case the row is kept (indexed)."""
+        """The key of the kept row this row near-duplicates, or None (the row is then kept)."""
         return self.add_many([(key, text)])[0]
 
     def add_many(self, rows: Iterable[tuple[str, str]], batch_size: int = 8192) -> list[str | None]:
-        """`add` for many (key, text) rows, in order: the same results as calling `add` on each, faster.
-        Returns one result per row."""
-        out: list[str | None] = []
-        batch: list[tuple[str, str]] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= batch_size:
-                out.extend(self._add_batch(batch))
-                batch = []
-        if batch:
-            out.extend(self._add_batch(batch))
-        return out
+        """`add` for many (key, text) rows, in order: one result per row."""
+        return [found for batch in batches(rows, batch_size) for found in self._add_batch(batch)]
 
     def _add_batch(self, batch: list[tuple[str, str]]) -> list[str | None]:
         hashes, counts = _shingle_hashes32([words(text) for _, text in batch], self.shingle)
@@ -158,13 +117,12 @@ class NearDupFilter:
             if match is None:
                 self._lsh.insert(len(self._keys), minhash, check_duplication=False)
                 self._keys.append(key)
-                self._sets.extend([shingles])
+                self._sets.append(shingles)
             out.append(match)
         return out
 
     def _best_match(self, minhash: MinHash, shingles: np.ndarray) -> str | None:
-        """The key of the most similar kept row at or above the threshold among the LSH candidates (earliest
-        on ties), or None."""
+        """The key of the most similar kept LSH candidate at or above the threshold (earliest on ties), or None."""
         best, best_j = None, -1.0
         for idx in sorted(self._lsh.query(minhash)):  # ascending: ties keep the earliest row
             j = _jaccard_sorted(shingles, self._sets[idx])
@@ -184,11 +142,10 @@ class _SpilledSets:
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
-    def extend(self, sets: Iterable[np.ndarray]) -> None:
-        for values in sets:
-            data = np.ascontiguousarray(values, dtype=np.uint32).tobytes()
-            self._file.write(data)
-            self._offsets.append(self._offsets[-1] + len(data))
+    def append(self, values: np.ndarray) -> None:
+        data = np.ascontiguousarray(values, dtype=np.uint32).tobytes()
+        self._file.write(data)
+        self._offsets.append(self._offsets[-1] + len(data))
         self._dirty = True
 
     def __getitem__(self, index: int) -> np.ndarray:
@@ -199,20 +156,10 @@ class _SpilledSets:
         return np.frombuffer(os.pread(self._file.fileno(), end - start, start), dtype=np.uint32)
 
 
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    ordered = np.sort(values)
-    if ordered.size < 2:
-        return ordered
-    keep = np.empty(ordered.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    return ordered[keep]
-
-
 def _row_sets(hashes: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
     """Each row's shingle hashes, sorted and unique, with one sort for the whole batch."""
     row_of = np.repeat(np.arange(len(counts), dtype=_U64), counts)
-    merged = _sorted_unique((row_of << _U64(32)) | hashes.astype(_U64))
+    merged = np.unique((row_of << _U64(32)) | hashes.astype(_U64))
     values = (merged & _U64(0xFFFFFFFF)).astype(np.uint32)
     bounds = np.searchsorted(merged >> _U64(32), np.arange(len(counts) + 1, dtype=_U64)).tolist()
     return [values[bounds[i]:bounds[i + 1]] for i in range(len(counts))]

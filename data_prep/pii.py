@@ -1,39 +1,10 @@
-"""PII redaction for customer chat data before it reaches a model or a tracking server.
+"""PII redaction: each detected value becomes a typed placeholder ("<EMAIL>", "<PHONE>", ...), counted per type.
 
-Each detected value is replaced by a typed placeholder ("<EMAIL>", "<PHONE>", "<CARD>", "<IBAN>", "<IP>",
-or "<KEY>" for a recipe's extra pattern) and counted per type.
-
-Detection order: EMAIL, IBAN, CARD, IP (IPv6, then IPv4), PHONE, then the extra patterns in recipe order.
-Each detector searches only the gaps left by the detectors before it, with every claimed span acting as a
-word boundary, so one value is never partially redacted twice (a card's digit groups cannot become a
-PHONE, an e-mail's local part cannot become a PHONE). `redact` repeats the pass on its own output until
-nothing new is found, so redacting twice changes nothing.
-Existing placeholders in the input are claimed up front and left as they are. A candidate that has the
-shape of an IBAN or an IPv4 address but fails its check (wrong mod-97 digits, an octet over 255) is
-claimed and kept verbatim, so PHONE cannot redact its digit groups.
-
-Decisions:
-- EMAIL: ASCII-letter TLD of 2+ letters and at least one dot in the domain; so `user@localhost`, `@mention`,
-  `@dataclass` and matrix products like `a@b` are not e-mails (`x@y.shape` in code would be: rare).
-- PHONE: 7 to 15 digits (E.164 maximum) in digit groups joined by single spaces, dashes or dots, optional
-  leading `+` country code and one parenthesised area code. Not: dates (2022-03-15, 15.03.2022), year ranges
-  (1990-2022), decimals (1234567.89), dotted versions (10.0.19041.1234), thousands groupings
-  (1 000 000, 250.000.000), or numbers glued to a word, `#`, a currency sign, `:` or `/` (times, paths,
-  `order #1234567`). A bare run of 7+ digits counts as a phone: longer order numbers get redacted.
-- CARD: 13-19 digits starting with 2-6 (the major networks), contiguous or grouped 4-4-4-4(-3) / 4-6-4(5)
-  with one consistent space or dash, Luhn-valid only. A Luhn-failing 16-19 digit number is left untouched,
-  as PHONE never takes more than 15 digits; a Luhn-failing 13-15 digit number may still be a PHONE.
-- IBAN: case-insensitive, contiguous or in groups of 4, ISO 13616 mod-97 validated (country lengths not
-  checked). Trailing groups the pattern swallowed (a year after the IBAN) are dropped until the check passes.
-- IP: IPv4 with octets 0-255 (exactly four parts, so 1.2.3 is not an IP; a 4-part version like 1.2.3.4 is
-  redacted). IPv6 full, compressed and IPv4-embedded, validated with `ipaddress`; forms with fewer than two
-  non-empty groups (`::`, `::1`, `fe80::`) are constants, not personal data, and are left alone; so are
-  digit-free forms (`dead:beef::cafe`), which real addresses essentially never are and words can be.
-  `10:30` and `10:30:45` are never IPs.
-- Extra patterns are plain `re` patterns matched last; empty matches are ignored.
-
-Speed: regexes are precompiled and each detector is skipped when the text cannot hold a match
-(no '@' for EMAIL, fewer than 7 digits for PHONE, 13 for CARD, ...), so PII-free text costs a few scans.
+Detectors run in the order EMAIL, IBAN, CARD, IP, PHONE, then the recipe's extra patterns; each searches only the
+gaps the earlier ones left (claimed spans act as word boundaries), and existing placeholders are claimed up front.
+Validated kinds: CARD Luhn, IBAN mod-97 (trailing groups dropped until it passes), IPv4 octets <= 255, IPv6 via
+`ipaddress` (constants like `::1` and digit-free forms left alone). PHONE takes 7-15 digits but not dates,
+decimals, versions or thousands groupings. Near-misses of IBAN / IPv4 are claimed and kept verbatim.
 """
 
 from __future__ import annotations
@@ -98,13 +69,8 @@ class _Detector(NamedTuple):
 
 
 def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    doubled = sum(sum(divmod(2 * int(d), 10)) for d in digits[-2::-2])
+    return (sum(int(d) for d in digits[-1::-2]) + doubled) % 10 == 0
 
 
 def _check_card(value: str) -> int | None:
@@ -153,26 +119,24 @@ def _check_phone(value: str) -> int | None:
     return len(value)
 
 
-_BUILTIN = {
+_BUILTIN = {  # in detection order
     "EMAIL": [_Detector("EMAIL", _EMAIL, needs="@")],
     "IBAN": [_Detector("IBAN", _IBAN, _check_iban, min_digits=2)],
     "CARD": [_Detector("CARD", _CARD, _check_card, min_digits=13)],
     "IP": [_Detector("IP", _IPV6, _check_ipv6, 1, ":"), _Detector("IP", _IPV4, _check_ipv4, 4, ".")],
     "PHONE": [_Detector("PHONE", _PHONE, _check_phone, min_digits=7)],
 }
-_ORDER = ("EMAIL", "IBAN", "CARD", "IP", "PHONE")
 
 
 class Redactor:
     """Finds PII of the chosen types (plus recipe patterns) and replaces it with typed placeholders."""
 
     def __init__(self, types: Iterable[str] = PII_TYPES, extra_patterns: Mapping[str, str] | None = None) -> None:
-        """`types`: built-in types to detect (always run in the fixed order above, whatever order is given).
-        `extra_patterns`: {"EMPLOYEE_ID": r"EMP-\\d{6}"}; a bad name or regex raises ValueError naming the key."""
+        """`extra_patterns`: {"EMPLOYEE_ID": r"EMP-\\d{6}"}; a bad name or regex raises ValueError naming the key."""
         wanted = set(types)
         if unknown := wanted - set(PII_TYPES):
             raise ValueError(f"unknown PII types {sorted(unknown)}; expected some of {PII_TYPES}")
-        self._detectors = [d for kind in _ORDER if kind in wanted for d in _BUILTIN[kind]]
+        self._detectors = [d for kind in _BUILTIN if kind in wanted for d in _BUILTIN[kind]]
         for kind, pattern in (extra_patterns or {}).items():
             if not re.fullmatch(r"\w+", kind):
                 raise ValueError(f"PII pattern name {kind!r} must be letters, digits or underscores")
@@ -198,10 +162,8 @@ class Redactor:
         return [Redaction(start, end, kind) for start, end, kind in claimed if kind]
 
     def redact(self, text: str) -> tuple[str, Counter[str]]:
-        """`text` with each PII value replaced by "<KIND>", and the number of values replaced per kind.
-        Passes repeat until one finds nothing, since a placeholder can complete a neighbour's boundary
-        ("a@example.com.4111..." only reads as an e-mail once the card is "<CARD>"); this ends because
-        each pass turns unclaimed text into claimed placeholders, and it makes redaction idempotent."""
+        """`text` with each PII value replaced by "<KIND>", and the counts per kind; passes repeat until one finds
+        nothing (a placeholder can complete a neighbour's boundary), which makes redaction idempotent."""
         counts: Counter[str] = Counter()
         while found := self.find(text):
             parts, pos = [], 0
@@ -217,8 +179,7 @@ class Redactor:
     def _search(
         detector: _Detector, text: str, claimed: list[tuple[int, int, str | None]]
     ) -> Iterator[tuple[int, int, str | None]]:
-        """Matches in the unclaimed gaps; each gap is searched as its own string, so claimed spans act as
-        boundaries exactly like the placeholders that will replace them."""
+        """Matches in the unclaimed gaps, each searched as its own string (claimed spans act as boundaries)."""
         for gap_start, gap_end in _gaps(claimed, len(text)):
             for m in detector.pattern.finditer(text[gap_start:gap_end]):
                 if m.start() == m.end():
@@ -241,8 +202,8 @@ def _gaps(spans: list[tuple[int, int, str | None]], length: int) -> Iterator[tup
 
 
 def redact_messages(redactor: Redactor, messages: list[dict]) -> tuple[list[dict], Counter[str]]:
-    """Redact every text a message carries (content, reasoning_content, tool-call arguments); returns new dicts
-    (non-string content such as multimodal part lists copied as is) and the total counts per kind."""
+    """Redact every text a message carries (content, reasoning_content, tool-call arguments) into new dicts;
+    return them and the total counts per kind."""
     redacted, total = [], Counter()
 
     def clean(text: Any) -> Any:

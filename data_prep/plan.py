@@ -101,6 +101,23 @@ class Collected:
         self.where_prefix.append(index)
         self.where_line.append(line if prefix != where else -1)
 
+    def ranked(self) -> np.ndarray:
+        """The rows not dropped as near duplicates, by split score (file order on ties)."""
+        score = np.asarray(self.score, dtype=np.float64)
+        rows = np.nonzero(np.frombuffer(bytes(self.alive), dtype=np.uint8))[0]
+        return rows[np.lexsort((rows, score[rows]))]
+
+    def tokens(self, max_length: int) -> np.ndarray:
+        """Tokens per row (input_ids length; `max_length` when truncated)."""
+        return np.where(_flags(self.truncated), max_length, np.asarray(self.length, dtype=np.int64))
+
+    def read(self, rows: np.ndarray, columns: list[str], block: int = 4096) -> Iterator[Any]:
+        """The shard columns of `rows`, in order, as pyarrow tables of up to `block` rows."""
+        from data_prep.shards import read_planned
+
+        shard, position = np.asarray(self.shard, dtype=np.int64), np.asarray(self.position, dtype=np.int64)
+        return read_planned(self.shards, shard[rows], position[rows], columns, block)
+
     def shard_index(self, path: str) -> int:
         if path not in self.shard_ids:
             self.shard_ids[path] = len(self.shards)
@@ -110,10 +127,8 @@ class Collected:
 
 def collect(recipe: Recipe, renderer: Renderer, work: Path, sources: list[Any] | None = None,
             heldout_fraction: float | None = None, rejected: Rejections | None = None) -> Collected:
-    """Stream every source through the workers; count, reject and deduplicate what they report, in file order.
-
-    By default the recipe's training sources, split by `data.heldout_fraction`; an eval set passes its own
-    `sources` with `heldout_fraction=1.0` (every row on the held-out side) and the shared `rejected` file."""
+    """Stream the sources (by default the recipe's training sources; an eval set passes its own, all held out)
+    through the workers; count, reject and deduplicate what they report, in file order."""
     from data_prep.audit import end_of_turn_token
     from data_prep.filters import load_filters
     from data_prep.language import language_filter
@@ -215,30 +230,27 @@ class Plan:
 
 
 def plan_split(recipe: Recipe, collected: Collected) -> Plan:
-    """Split by content hash, cap the sizes (lowest scores first: a stable, random-looking subset), drop rows that
-    could not be rendered or fail the length filters (rejected), apply the source weights."""
-    data, clean = recipe.data, recipe.data.clean
-    alive = np.frombuffer(bytes(collected.alive), dtype=np.uint8).astype(bool)
-    score = np.frombuffer(collected.score, dtype=np.float64) if len(collected.score) else np.zeros(0)
-    rows = np.nonzero(alive)[0]
-    rows = rows[np.lexsort((rows, score[rows]))]  # by score, file order on ties
-    held = score[rows] < (data.heldout_fraction or 0.0)
+    """Split by content hash, cap the sizes (lowest scores first), drop unusable rows, apply the source weights."""
+    data = recipe.data
+    rows = collected.ranked()
+    held = np.asarray(collected.score, dtype=np.float64)[rows] < (data.heldout_fraction or 0.0)
     heldout, train = rows[held][:data.max_heldout_rows], rows[~held][:data.max_train_rows]
-    length = np.asarray(collected.length, dtype=np.int64)
-    truncated = np.frombuffer(bytes(collected.truncated), dtype=np.uint8).astype(bool)
-    tokens = np.where(truncated, recipe.training.max_length, length)
-    train, heldout = _usable(collected, train, length, truncated, clean), _usable(collected, heldout, length,
-                                                                                  truncated, clean)
+    train, heldout = _usable(collected, train, data.clean), _usable(collected, heldout, data.clean)
     weights = np.array([s.weight for s in data.sources])
     if len(train) and (weights != 1.0).any():
         weight = weights[np.asarray(collected.source, dtype=np.int64)[train]]
         mix = np.asarray(collected.mix, dtype=np.float64)[train]
         train = np.repeat(train, weight.astype(np.int64) + (mix < weight - weight.astype(np.int64)))
-    return Plan(train, heldout, tokens)
+    return Plan(train, heldout, collected.tokens(recipe.training.max_length))
 
 
-def _usable(collected: Collected, rows: np.ndarray, length: np.ndarray, truncated: np.ndarray, clean: Any) -> np.ndarray:
+def _flags(values: bytearray) -> np.ndarray:
+    return np.frombuffer(bytes(values), dtype=np.uint8).astype(bool)
+
+
+def _usable(collected: Collected, rows: np.ndarray, clean: Any) -> np.ndarray:
     """`rows` less those that could not be rendered or fail the length filters, each rejected with its reason."""
+    length, truncated = np.asarray(collected.length, dtype=np.int64), _flags(collected.truncated)
     reasons = np.zeros(len(rows), dtype=np.int8)  # 0 keep, 1 error, 2 too long, 3 too short
     reasons[np.asarray(collected.shard, dtype=np.int64)[rows] < 0] = 1
     if clean.max_tokens is not None:

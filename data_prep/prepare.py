@@ -1,13 +1,8 @@
 """The data stage: sources -> messages -> clean -> split -> render -> audit -> run folder (atomically).
 
-Order: read every source (bad rows quarantined), map to messages, redact PII, custom and language filters, exact
-and near-duplicate removal (first occurrence kept), held-out split by content hash, mixing weights and caps, render
-with the chat template and loss masks, length filters, held-out contamination check, mask audit, write.
-
-It streams: the input is read in chunks that worker processes (`data.num_proc`) turn into rendered Parquet shards
-(`worker.py`); the parent keeps only small per-row facts (hashes, split scores, lengths, MinHash signatures) to
-deduplicate and plan the split (`plan.py`), then assembles train.parquet and heldout.parquet from the shards in
-split-score order (`shards.py`), a few thousand rows at a time. Memory does not grow with the size of the rows.
+It streams: worker processes (`worker.py`) turn chunks of input into rendered Parquet shards, the parent keeps
+small per-row facts to deduplicate and plan the split (`plan.py`), and train.parquet, heldout.parquet and the eval
+sets are assembled from the shards a few thousand rows at a time (`assemble.py`). See docs/data.md.
 """
 
 from __future__ import annotations
@@ -66,30 +61,23 @@ def prepare(recipe: Recipe, force: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=paths.data_dir.parent, prefix=".data-work.") as work:
         collected = collect(recipe, renderer, Path(work))
         plan = plan_split(recipe, collected)
-        _check_counts(recipe, paths, collected, plan)
         try:
+            _check_counts(recipe, paths, collected, plan)
             sets = collect_sets(recipe, renderer, Path(work), collected.rejected)
             remove_overlaps(recipe, collected, plan, sets)
             if not len(plan.train):
                 raise TailorError(f"data: no training row is left: every one overlaps an eval set "
                                   f"({', '.join(sets)}). Each removed row is listed with file, line and the set row "
                                   f"it overlaps in {paths.rejected}.")
-        except TailorError:
-            _write_rejected_only(paths, collected)
-            raise
-        try:
             with atomic_dir(paths.data_dir) as tmp:
                 manifest = _assemble(recipe, renderer, collected, plan, tmp, sets)
                 manifest.update(cache_key=cache_key, data_hash=data_hash(recipe), recipe_hash=recipe_hash(recipe),
                                 data_prep_version=code_version(), inputs=inputs,
                                 seconds=round(time.time() - started, 2))
                 manifest = {key: manifest[key] for key in MANIFEST_ORDER}
-                sources = [{"path": _source_name(s), "format": s.format, "sha256": inputs[_source_name(s)],
-                            "rows_read": collected.rows_by_source[i]} for i, s in enumerate(recipe.data.sources)]
-                sources += [{"path": _source_name(s), "format": s.format, "sha256": inputs[_source_name(s)],
-                             "rows_read": sets[name].collected.rows_by_source[i], "eval_set": name}
-                            for name, set_sources in recipe.data.eval_sets.items()
-                            for i, s in enumerate(set_sources)]
+                sources = _card_sources(recipe.data.sources, collected, inputs)
+                for name, set_sources in recipe.data.eval_sets.items():
+                    sources += _card_sources(set_sources, sets[name].collected, inputs, eval_set=name)
                 card = build_card(manifest, plan.train_lengths(), recipe.training.batch_size,
                                   recipe.training.max_length, sources)
                 (tmp / "data_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
@@ -109,7 +97,7 @@ MANIFEST_ORDER = ("cache_key", "data_hash", "recipe_hash", "data_prep_version", 
 
 
 def _check_counts(recipe: Recipe, paths: RunPaths, collected: Collected, plan: Plan) -> None:
-    """Fail (keeping rejected.jsonl to inspect) when too many rows are bad or no training row is left."""
+    """Fail when too many rows are bad or no training row is left."""
     rejected = collected.rejected
     bad_fraction = rejected.bad / max(collected.rows_read, 1)
     problem = None
@@ -119,15 +107,13 @@ def _check_counts(recipe: Recipe, paths: RunPaths, collected: Collected, plan: P
     elif not len(plan.train):
         problem = "no training row is left"
     if problem:
-        _write_rejected_only(paths, collected)
         raise TailorError(f"data: {problem}. Each rejected row is listed with file, line and reason in "
                           f"{paths.rejected}. Top reasons: {dict(rejected.by_reason.most_common(5))}")
 
 
 def _assemble(recipe: Recipe, renderer: Renderer, collected: Collected, plan: Plan, out: Path,
               sets: dict[str, EvalSet]) -> dict[str, Any]:
-    """Write train.parquet, heldout.parquet and the named eval sets from the shards (contaminated held-out rows
-    left out), auditing every row written; return the manifest's counts."""
+    """Write the prepared files from the shards (`assemble.write_splits`); return the manifest's counts."""
     from data_prep.assemble import write_splits
 
     tokenizer = renderer.tokenizer
@@ -157,6 +143,11 @@ def _assemble(recipe: Recipe, renderer: Renderer, collected: Collected, plan: Pl
         "audit": written.audit.as_dict(),
         "max_tokens_filter": recipe.data.clean.max_tokens,
     }
+
+
+def _card_sources(sources: list[Any], collected: Collected, inputs: dict[str, str], **extra: str) -> list[dict]:
+    return [{"path": _source_name(s), "format": s.format, "sha256": inputs[_source_name(s)],
+             "rows_read": collected.rows_by_source[i], **extra} for i, s in enumerate(sources)]
 
 
 def _all_sources(recipe: Recipe) -> list[Any]:

@@ -11,7 +11,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from tailor.errors import TailorError
 from tailor.hashing import update_with_file
@@ -59,10 +59,15 @@ def read_rows(path: Path, declared_type: str = "auto") -> Iterator[RawRow | BadR
 
 def _read_jsonl(path: Path) -> Iterator[RawRow | BadRow]:
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            record = jsonl_record(str(path), number, raw)
-            if record is not None:
-                yield record
+        yield from jsonl_records(str(path), enumerate(handle, start=1))
+
+
+def jsonl_records(name: str, lines: Iterable[tuple[int, bytes]]) -> Iterator[RawRow | BadRow]:
+    """Numbered JSONL lines as rows or bad rows, blank lines skipped."""
+    for number, raw in lines:
+        record = jsonl_record(name, number, raw)
+        if record is not None:
+            yield record
 
 
 def jsonl_record(name: str, number: int, raw: bytes) -> RawRow | BadRow | None:
@@ -120,21 +125,18 @@ def _read_parquet(path: Path) -> Iterator[RawRow | BadRow]:
         parquet = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises several types for a corrupt file
         raise TailorError(f"{path}: not a readable Parquet file ({err}).") from None
-    number = 0
-    for batch in parquet.iter_batches(batch_size=1024):
-        for value in batch.to_pylist():
-            number += 1
-            yield RawRow(f"{path}:row {number}", number, value)
+    yield from _numbered_rows((value for batch in parquet.iter_batches(batch_size=1024)
+                               for value in batch.to_pylist()), str(path))
 
 
 def read_source(source: Any) -> Iterator[RawRow | BadRow]:
     """Rows of a recipe data source: a file, a `save_to_disk` folder, or a hub dataset."""
     if source.hub is not None:
-        yield from _read_datasets(_load_hub(source.hub, source.split), f"hub:{source.hub}")
+        yield from _numbered_rows(_load_hub(source.hub, source.split), f"hub:{source.hub}")
         return
     path = Path(source.path)
     if source.file_type == "hf_disk" or (source.file_type == "auto" and path.is_dir()):
-        yield from _read_datasets(_load_disk(path, source.split), str(path))
+        yield from _numbered_rows(_load_disk(path, source.split), str(path))
         return
     yield from read_rows(path, source.file_type)
 
@@ -178,7 +180,7 @@ def _load_hub(name: str, split: str) -> Any:
                           "with save_to_disk on a connected machine and point path: at the folder.") from None
 
 
-def _read_datasets(dataset: Any, name: str) -> Iterator[RawRow]:
+def _numbered_rows(dataset: Iterable[Any], name: str) -> Iterator[RawRow]:
     for number, value in enumerate(dataset, start=1):
         yield RawRow(f"{name}:row {number}", number, dict(value))
 
@@ -202,18 +204,11 @@ class Chunk:
 
     def records(self) -> Iterator[RawRow | BadRow]:
         """The chunk's records in file order (JSONL lines are parsed here, blank lines skipped)."""
-        if self.lines:
-            for number, raw in self.lines:
-                record = jsonl_record(self.name, number, raw)
-                if record is not None:
-                    yield record
-        else:
-            yield from self.rows
+        yield from jsonl_records(self.name, self.lines) if self.lines else self.rows
 
 
 def read_chunks(source: Any, index: int) -> Iterator[Chunk]:
-    """A source as a stream of chunks, never more than one chunk in memory: JSONL files as raw lines (the cheap
-    part; parsing happens in the workers), other sources as rows read by `read_source`."""
+    """A source as a stream of chunks (one in memory): JSONL as raw lines parsed by the workers, others as rows."""
     path = None if source.hub is not None else Path(source.path)
     if path is not None and path.is_file() and file_type(path, source.file_type) == "jsonl":
         limit = min(max(path.stat().st_size // MAX_CHUNKS, CHUNK_BYTES[0]), CHUNK_BYTES[1])

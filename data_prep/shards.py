@@ -1,15 +1,13 @@
 """Parquet shards: what the workers write, and how the final train / held-out files are assembled from them.
 
-Each chunk of input becomes up to two shards (train side, held-out side), rows sorted by split score. The final
-order is the split-score order over all shards, so assembling is a merge: every shard is read front to back,
-one row group at a time, and at most one row group per shard is in memory. Columns whose name starts with `_`
-are working data (score, text for contamination, audit counts) and never reach the prepared files.
+Each chunk of input becomes up to two shards (train, held-out), rows sorted by split score, so assembling is a
+merge holding one row group per shard. Columns named `_...` are working data, never in the prepared files.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +24,6 @@ PUBLIC = [("id", pa.string()), ("source", pa.string()), ("input_ids", pa.list_(p
           ("assistant_masks", pa.list_(pa.int64())), ("truncated", pa.bool_()), ("trained_turns", pa.int64()),
           ("role_tokens", pa.string()), ("role_trained", pa.string())]
 HELDOUT_EXTRA = [("messages", pa.string()), ("prompt", pa.string()), ("reference", pa.string())]
-WORKING = [("_score", pa.float64()), ("_mix", pa.float64()), ("_text", pa.string()), ("_eot", pa.int32()),
-           ("_trained", pa.int32())]
 # The working columns the assembly reads besides the public ones (contamination text, audit counts).
 WORK_COLUMNS = ["_text", "_eot", "_trained"]
 
@@ -86,9 +82,8 @@ class ShardReader:
 
 def read_planned(paths: list[Path], shard: np.ndarray, position: np.ndarray, columns: list[str],
                  block: int = 4096) -> Iterator[pa.Table]:
-    """The planned rows, in plan order, in tables of up to `block` rows. Row k is row `position[k]` of shard
-    `shard[k]`; within a shard the positions never decrease along the plan (equal ones repeat a row).
-    Memory: one row group per shard read, and one block."""
+    """The planned rows (row k: `position[k]` of shard `shard[k]`, positions never decreasing within a shard),
+    in plan order, in tables of up to `block` rows."""
     readers: dict[int, ShardReader] = {}
     for start in range(0, len(shard), block):
         sid, pos = shard[start:start + block], position[start:start + block]
@@ -105,9 +100,20 @@ def read_planned(paths: list[Path], shard: np.ndarray, position: np.ndarray, col
         yield pa.concat_tables(pieces).take(pa.array(gather)) if pieces else pa.table({})
 
 
-def to_output(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """A block of shard rows as rows of a prepared file (public columns, final types)."""
-    return pa.table([table.column(f.name).cast(f.type) for f in schema], schema=schema)
+def output_columns(heldout: bool) -> list[str]:
+    """The shard columns a prepared file is written from: its own and `WORK_COLUMNS`."""
+    return [name for name, _ in PUBLIC + (HELDOUT_EXTRA if heldout else [])] + WORK_COLUMNS
+
+
+def write_output(path: Path, tables: Iterable[pa.Table], heldout: bool, count: Callable[[pa.Table], int]) -> int:
+    """Write blocks of shard rows as a prepared file, passing each block to `count`; return the sum of its results."""
+    schema = output_schema(heldout)
+    total = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        for table in tables:
+            total += count(table)
+            writer.write_table(pa.table([table.column(f.name).cast(f.type) for f in schema], schema=schema))
+    return total
 
 
 def block_rows(tokens_per_row: float, budget: int = 1 << 18) -> int:

@@ -1,28 +1,23 @@
 """Word shingles shared by near-duplicate removal (`near_dup`) and the contamination check (`contamination`).
 
-A text is normalised (lowercase, apostrophes dropped, any other punctuation, underscore or whitespace separating
-words) and split into words; its n-grams are the overlapping runs of n words, and a non-empty text shorter than
-n words is one gram, the whole text. Gram hashes are 64-bit, built from blake2b word hashes (cached), so they
-are the same in every process and on every platform (no salted `hash()`), and a gram costs no Python work of
-its own (`gram_hashes` works on many rows at once with numpy).
+A text is normalised (lowercase, apostrophes dropped, other punctuation separating words) and split into words;
+its n-grams are the overlapping runs of n words (a shorter non-empty text is one gram). Gram hashes are 64-bit,
+built from blake2b word hashes, so they are the same in every process and platform.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any
 
 import numpy as np
 
-__all__ = ["gram_hashes", "normalize", "text_of", "words"]
+__all__ = ["batches", "gram_hashes", "normalize", "text_hashes", "text_of", "words"]
 
 _U64 = np.uint64
-
-# ---------------------------------------------------------------------------------------------- text
-
 
 _APOSTROPHES = re.compile(r"['\u2019\u02bc`]")
 _WORD = re.compile(r"[^\W_]+")
@@ -33,8 +28,7 @@ _ASCII_SEPARATORS = str.maketrans({chr(c): (None if chr(c) in "'`" else " ")
 
 
 def words(text: str) -> list[str]:
-    """The words of a text after normalisation: lowercase, apostrophes dropped ("don't" -> "dont"), any other
-    punctuation, underscore or whitespace separating words."""
+    """The words of a text after normalisation ("Don't stop_now!" -> ["dont", "stop", "now"])."""
     text = text.lower()
     if text.isascii():
         return text.translate(_ASCII_SEPARATORS).split()
@@ -49,14 +43,9 @@ def normalize(text: str) -> str:
 
 
 def text_of(messages: Sequence[dict[str, Any]], roles: Iterable[str] | None = None) -> str:
-    """The normalised text of a conversation: its message contents in order (only those of `roles`, when
-    given), joined and normalised. Non-string contents (None, parts lists) are read for their text."""
+    """The normalised text of a conversation's message contents (only those of `roles`, when given)."""
     wanted = None if roles is None else set(roles)
-    parts = []
-    for message in messages:
-        if wanted is not None and message.get("role") not in wanted:
-            continue
-        parts.append(_content_text(message.get("content")))
+    parts = [_content_text(m.get("content")) for m in messages if wanted is None or m.get("role") in wanted]
     return normalize(" ".join(parts))
 
 
@@ -70,12 +59,8 @@ def _content_text(content: Any) -> str:
     return str(content)
 
 
-# ------------------------------------------------------------------------------------------- hashing
-
-
 class _WordHashes(dict):
-    """word -> 63-bit blake2b hash (63 bits: numpy reads those into int64 several times faster), filled on
-    first use."""
+    """word -> 63-bit blake2b hash (numpy reads 63 bits into int64 fastest), filled on first use."""
 
     def __missing__(self, word: str) -> int:
         value = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little") >> 1
@@ -87,20 +72,14 @@ _WORD_HASHES = _WordHashes()
 _WORD_CACHE_LIMIT = 2_000_000
 
 
-def _splitmix64(state: int) -> tuple[int, int]:
-    state = (state + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return state, z ^ (z >> 31)
-
-
 def _position_multipliers(count: int) -> np.ndarray:
-    """Fixed odd 64-bit multipliers, one per word position in a gram."""
-    state, out = 0x7A696C6F72, []  # fixed seed: gram hashes must never change between runs
+    """Fixed odd 64-bit multipliers (splitmix64 from a fixed seed: hashes never change), one per word position."""
+    mask, state, out = 0xFFFFFFFFFFFFFFFF, 0x7A696C6F72, []
     for _ in range(count):
-        state, value = _splitmix64(state)
-        out.append(value | 1)
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out.append((z ^ (z >> 31)) | 1)
     return np.array(out, dtype=_U64)
 
 
@@ -116,12 +95,7 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
 
 
 def gram_hashes(word_lists: Sequence[Sequence[str]], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hashes of the word n-grams of many rows at once.
-
-    Returns (hashes, counts): `hashes` holds row 0's n-grams in order, then row 1's, ...; `counts[i]` is the
-    number of row i's n-grams: len - n + 1, or 1 (the whole row as one gram) for a non-empty row shorter
-    than n, or 0 for an empty row. Deterministic across processes and platforms.
-    """
+    """64-bit hashes of the word n-grams of many rows: (row 0's hashes, then row 1's, ..., each row's count)."""
     if n < 1:
         raise ValueError(f"n-gram size must be at least 1, got {n}")
     if len(_WORD_HASHES) > _WORD_CACHE_LIMIT:
@@ -148,3 +122,20 @@ def gram_hashes(word_lists: Sequence[Sequence[str]], n: int) -> tuple[np.ndarray
             term[gram_len <= j] = 0  # a short row's gram stops at its last word
         acc += term
     return _fmix64(acc), counts
+
+
+def text_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """`gram_hashes` of the words of each text."""
+    return gram_hashes([words(t) for t in texts], n)
+
+
+def batches(rows: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+    """`rows` in lists of `size` (the last one shorter)."""
+    batch: list[tuple[str, str]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

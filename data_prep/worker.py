@@ -1,16 +1,14 @@
 """One chunk of input, as a worker process handles it: parse, map to messages, redact PII, filter, hash, render
-with loss masks, and write the rendered rows to Parquet shards. Only small per-row facts go back to the parent
-(outcome, content hash, split score, near-dup text, length), never token ids.
+with loss masks, and write the rendered rows to Parquet shards; only small per-row facts go back to the parent.
 
-With `data.num_proc > 1` the chunks go to forked processes (`Workers`), at most two per process in flight, so
-memory holds a few chunks whatever the input size; with one process they are handled in the parent.
+With `data.num_proc > 1` the chunks go to forked processes (`Workers`), at most two per process in flight.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from data_prep.formats import row_text, to_messages
-from tailor.render import RowError, is_text_row
 from data_prep.readers import BadRow, Chunk
-from tailor.render import Renderer
 from data_prep.split import content_key, split_score
+from tailor.render import Renderer, RowError, is_text_row
 
 NON_SYSTEM = ("user", "assistant", "tool", "text")  # a shared system prompt must not make rows look alike
 
@@ -127,30 +124,19 @@ def _render_and_write(settings: ChunkSettings, number: int, kept: list[tuple[Out
         outcome.truncated = arrays.truncated
         outcome.length = len(arrays.input_ids) if not arrays.truncated else settings.max_length + 1
         side = outcome.side = "heldout" if outcome.score < settings.heldout_fraction else "train"
-        if side not in sides:
-            columns: dict[str, list] = {name: [] for name in ("id", "source", "truncated", "trained_turns",
-                                                             "role_tokens", "role_trained", "_score", "_mix",
-                                                             "_text", "_eot", "_trained")}
-            if side == "heldout":
-                columns.update(messages=[], prompt=[], reference=[])
-            sides[side] = ([], columns, [], [])
-        rows, columns, ids, masks = sides[side]
-        rows.append(outcome)
-        columns["id"].append(outcome.key[:16])
-        columns["source"].append(outcome.where)
-        columns["truncated"].append(arrays.truncated)
-        columns["trained_turns"].append(arrays.trained_turns)
-        columns["role_tokens"].append(json.dumps(arrays.role_tokens))
-        columns["role_trained"].append(json.dumps(arrays.role_trained))
-        columns["_score"].append(outcome.score)
-        columns["_mix"].append(outcome.mix)
-        columns["_text"].append(row_text(messages))
-        columns["_eot"].append(int(np.count_nonzero(arrays.assistant_masks & (arrays.input_ids == settings.eot_id))))
-        columns["_trained"].append(int(np.count_nonzero(arrays.assistant_masks)))
+        row = {"id": outcome.key[:16], "source": outcome.where, "truncated": arrays.truncated,
+               "trained_turns": arrays.trained_turns, "role_tokens": json.dumps(arrays.role_tokens),
+               "role_trained": json.dumps(arrays.role_trained), "_score": outcome.score, "_mix": outcome.mix,
+               "_text": row_text(messages),
+               "_eot": int(np.count_nonzero(arrays.assistant_masks & (arrays.input_ids == settings.eot_id))),
+               "_trained": int(np.count_nonzero(arrays.assistant_masks))}
         if side == "heldout":
-            columns["messages"].append(json.dumps(messages, ensure_ascii=False))
-            columns["prompt"].append(renderer.prompt(messages))
-            columns["reference"].append("" if is_text_row(messages) else messages[-1]["content"])
+            row.update(messages=json.dumps(messages, ensure_ascii=False), prompt=renderer.prompt(messages),
+                       reference="" if is_text_row(messages) else messages[-1]["content"])
+        rows, columns, ids, masks = sides.setdefault(side, ([], defaultdict(list), [], []))
+        rows.append(outcome)
+        for name, value in row.items():
+            columns[name].append(value)
         ids.append(arrays.input_ids)
         masks.append(arrays.assistant_masks)
     from data_prep.shards import write_shard
