@@ -46,9 +46,8 @@ class SetsOutput:
     retention_seconds: dict[str, float] = field(default_factory=dict)  # per variant
 
 
-def run_sets(recipe: Recipe, variants: list[Variant], inputs: dict[str, SetInput],
-             tokenizer: "PreTrainedTokenizerBase", backend: str = "hf",
-             retention: dict[str, list[dict]] | None = None) -> SetsOutput:
+def run_sets(recipe: Recipe, variants: list[Variant], inputs: dict[str, SetInput], tokenizer: "PreTrainedTokenizerBase",
+             backend: str = "hf", retention: dict[str, list[dict]] | None = None) -> SetsOutput:
     """Answers on each set's `chat` rows and the assistant-token loss on all its `rows`, per generating variant,
     with the models loaded once; with `retention`, also base's and tuned's per-row loss on each retention set."""
     out = SetsOutput({name: EngineOutput(backend=backend) for name in inputs})

@@ -24,19 +24,15 @@ def plan_variants(recipe: Recipe, paths: RunPaths, chat: list[dict], adapter: Pa
                   model_dir: Path | None = None, compare_runs: list[str] = (),
                   prediction_files: list[str] = ()) -> list[Variant]:
     """Every variant, checked before any model loads. `prediction_files`: FILE or NAME=FILE."""
-    if model_dir is not None:
-        tuned = Variant("tuned", "model", str(check_model_folder(model_dir)))
-    else:
-        tuned = Variant("tuned", "adapter", str(check_adapter(adapter or paths.adapter_dir)))
+    tuned = (Variant("tuned", "model", str(check_model_folder(model_dir))) if model_dir is not None
+             else Variant("tuned", "adapter", str(check_adapter(adapter or paths.adapter_dir))))
     variants = ([Variant("base", "base", recipe.model.name_or_path)] if recipe.eval.compare_base else []) + [tuned]
-    for folder in compare_runs:
-        variants.append(from_run(Path(folder), chat, recipe))
+    variants += [from_run(Path(folder), chat, recipe) for folder in compare_runs]
     for spec in prediction_files:
-        name, _, file = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        name, _, file = spec.rpartition("=")  # ("", "", spec) without a NAME=
         variants.append(read_predictions(Path(file), chat, name or Path(file).stem))
     names = [v.name for v in variants]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
+    if duplicated := sorted({n for n in names if names.count(n) > 1}):
         raise TailorError(f"two variants are named {duplicated[0]!r}; name a predictions file NAME=FILE "
                           f"(e.g. --predictions vendor={duplicated[0]}.jsonl).")
     return variants
@@ -44,9 +40,8 @@ def plan_variants(recipe: Recipe, paths: RunPaths, chat: list[dict], adapter: Pa
 
 def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None = None,
              compare_runs: list[str] = (), prediction_files: list[str] = ()) -> dict[str, Any]:
-    """Evaluate every variant on every selected eval set; return the results written to `eval/results.json`.
-
-    The first (default) set gets other runs, predictions files and the judge, and also fills the top-level keys."""
+    """Evaluate every variant on every selected eval set; return the results written to `eval/results.json`. The
+    first (default) set gets other runs, predictions files and the judge, and also fills the top-level keys."""
     from eval.backends import resolve_backend
     from eval.cost import CostMeter
     from eval.engine import SetInput, run_sets
@@ -86,10 +81,7 @@ def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None
               for name in names}
     retention_rows = load_retention(recipe, tokenizer)
     engine = run_sets(recipe, variants, inputs, tokenizer, backend, retention_rows)
-
-    def count_tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
+    count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     blocks, outputs = {}, {}
     for name in names:
         blocks[name], outputs[name] = _score_set(recipe, [v for v in variants if v.name in inputs[name].variants],
@@ -118,10 +110,8 @@ def evaluate(recipe: Recipe, adapter: Path | None = None, model_dir: Path | None
     results["cost"] = meter.summary(max(o.gpus for o in engine.sets.values()),
                                     {n: {"tokens": sum(g.new_tokens), "seconds": g.seconds}
                                      for n, g in generations.items()})
-    results["settings"] = recipe.eval.model_dump(mode="json")
-    results["hashes"] = _hashes(recipe, paths, variants)
-    results["metric_names"] = metric_names(recipe)
-
+    results.update(settings=recipe.eval.model_dump(mode="json"), hashes=_hashes(recipe, paths, variants),
+                   metric_names=metric_names(recipe))
     _write(paths, recipe, results, chats, outputs)
     return results
 
@@ -173,8 +163,7 @@ def _hashes(recipe: Recipe, paths: RunPaths, variants: list[Variant]) -> dict[st
         source = Path(variant.source)
         files = {"adapter": [source / "adapter_model.safetensors"], "predictions": [source],
                  "model": sorted(source.glob("*.safetensors")) if source.is_dir() else []}.get(variant.kind, [])
-        found = {f.name: file_sha256(f) for f in files if f.is_file()}
-        if found:
+        if found := {f.name: file_sha256(f) for f in files if f.is_file()}:
             hashes[variant.name] = found
     return hashes
 
@@ -226,19 +215,15 @@ def format_table(results: dict[str, Any]) -> str:
     tuned, base = results["models"]["tuned"], results["models"].get("base", {})
     comparisons = results.get("comparisons", {})
     lines = [f"{'metric':<24}{'base':>9}{'tuned':>9}{'delta':>9}   {'95% interval':<18}{'better/worse':>12}"]
-    for key, value in tuned.items():
-        if not isinstance(value, float):
-            continue
-        b, c = base.get(key), comparisons.get(key)
+    for key, value in ((k, v) for k, v in tuned.items() if isinstance(v, float)):
+        b = base.get(key)
         delta = value - b if isinstance(b, float) else None
-        lines.append(f"{key:<24}{_fmt(b):>9}{_fmt(value):>9}{_fmt(delta, True):>9}   {_interval(c)}")
+        lines.append(f"{key:<24}{_fmt(b):>9}{_fmt(value):>9}{_fmt(delta, True):>9}   {_interval(comparisons.get(key))}")
     for field, value in tuned.get("json_fields", {}).items():
         b = base.get("json_fields", {}).get(field)
         lines.append(f"{'  field ' + field:<24}{_fmt(b):>9}{_fmt(value):>9}"
                      f"{_fmt(value - b if b is not None else None, True):>9}")
-    for name, pair in results.get("pairs", {}).items():
-        if name == "base":
-            continue
+    for name, pair in ((n, p) for n, p in results.get("pairs", {}).items() if n != "base"):
         lines.append(f"tuned vs {name} ({_exclusions(results, name)}):")
         lines += [f"  {metric:<22}{c['base_mean']:>9.3f}{c['tuned_mean']:>9.3f}{c['delta']:>+9.3f}   {_interval(c)}"
                   for metric, c in pair.items()]
@@ -255,9 +240,7 @@ def format_table(results: dict[str, Any]) -> str:
 def format_sets(results: dict[str, Any]) -> str:
     """The other eval sets' tables (base vs tuned), the retention guard and the gate verdict, for the terminal."""
     lines = []
-    for name, block in results.get("sets", {}).items():
-        if name == results.get("set"):
-            continue
+    for name, block in ((n, b) for n, b in results.get("sets", {}).items() if n != results.get("set")):
         lines += [f"eval set {name} ({block['rows']} rows):", format_table({**block, "cost": None, "pairs": {}})]
     if retention := results.get("retention"):
         lines.append(f"retention (loss on general text, tuned - base; {retention['seconds']:.1f} s):")
@@ -289,6 +272,4 @@ def _interval(c: dict | None) -> str:
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+    return "-" if value is None else format(value, "+.3f" if signed else ".3f")

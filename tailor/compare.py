@@ -50,9 +50,7 @@ class RunView:
     def flag(self, status: str, problem: str) -> None:
         """Note a problem; corrupt outranks partial outranks ok."""
         self.problems.append(problem)
-        rank = {"ok": 0, "partial": 1, "corrupt": 2}
-        if rank[status] > rank[self.status]:
-            self.status = status
+        self.status = max(self.status, status, key=["ok", "partial", "corrupt"].index)
 
 
 def find_runs(targets: list[str]) -> list[Path]:
@@ -63,15 +61,12 @@ def find_runs(targets: list[str]) -> list[Path]:
         if not matches:
             raise TailorError(f"compare: {target!r} matches no folder. Give run folders (runs/NAME), a glob "
                               f"(\"runs/lr-*\") or a parent folder (runs).")
-        for match in matches:
-            path = Path(match)
+        for path in map(Path, matches):
             if not path.exists():
                 raise TailorError(f"compare: {path} does not exist. Give run folders, globs or a parent folder.")
-            if not path.is_dir():
-                continue
-            if is_run_folder(path):
+            if path.is_dir() and is_run_folder(path):
                 found.append(path)
-            else:
+            elif path.is_dir():
                 found.extend(child for child in sorted(path.iterdir()) if child.is_dir() and is_run_folder(child))
     unique: dict[Path, Path] = {}
     for path in found:
@@ -93,8 +88,7 @@ def load_run(path: Path) -> RunView:
         run.flag("partial", f"leftover temporary {leftover.relative_to(path)} (an interrupted write)")
     if (path / "run.json.corrupt").exists():
         run.flag("partial", "an earlier run.json was not valid JSON (kept as run.json.corrupt)")
-    record = _read(run, path / "run.json", required=True)
-    run.record = record if isinstance(record, dict) else {}
+    run.record = _dict(_read(run, path / "run.json", required=True))
     stages = _dict(run.record.get("stages"))
     run.recipe = run.record.get("recipe") if isinstance(run.record.get("recipe"), dict) else None
     if run.recipe is None and (path / "adapter" / "recipe.json").exists():
@@ -126,8 +120,8 @@ def _read(run: RunView, path: Path, required: bool = False) -> Any:
 
 
 def _read_metrics(run: RunView, path: Path, expected: bool) -> None:
-    """The default eval set under plain names, the other sets as `<set>/<metric>`, each retention set's loss as
-    `retention/<set>` (tuned and base), and the gate as 1 (PROMOTE) or 0 (HOLD)."""
+    """The default set's metrics by name, other sets' as `<set>/<metric>`, retention losses as `retention/<set>`,
+    the gate as 1 (PROMOTE) or 0 (HOLD)."""
     results = _read(run, path / "eval" / "results.json", required=expected)
     if not isinstance(results, dict):
         return
@@ -140,8 +134,7 @@ def _read_metrics(run: RunView, path: Path, expected: bool) -> None:
             run.tuned[f"retention/{name}"], run.base[f"retention/{name}"] = r["tuned_loss"], r["base_loss"]
             run.comparisons[f"retention/{name}"] = {"delta": r.get("delta"), "ci_low": r.get("ci_low"),
                                                     "ci_high": r.get("ci_high"), "excludes_zero": False}
-    gate = results.get("gate")
-    if isinstance(gate, dict) and isinstance(gate.get("promote"), bool):
+    if isinstance(gate := results.get("gate"), dict) and isinstance(gate.get("promote"), bool):
         run.tuned["gate"] = float(gate["promote"])
 
 
@@ -169,9 +162,7 @@ def _read_loss(run: RunView, path: Path) -> None:
     if isinstance(history, list) and any(isinstance(h, dict) and "loss" in h for h in history):
         run.loss_curve = [(float(h.get("step", i + 1)), float(h["loss"])) for i, h in enumerate(history)
                           if isinstance(h, dict) and isinstance(h.get("loss"), (int, float))]
-        return
-    losses = metrics.get("loss_history")
-    if isinstance(losses, list):
+    elif isinstance(losses := metrics.get("loss_history"), list):
         every = ((run.recipe or {}).get("training") or {}).get("logging_steps") or 1
         run.loss_curve = [(float((i + 1) * every), float(v)) for i, v in enumerate(losses)
                           if isinstance(v, (int, float))]
@@ -228,10 +219,8 @@ def metric_value(run: RunView, name: str) -> float | None:
         return run.base.get(name[5:])
     if name in run.tuned:
         return run.tuned[name]
-    if name == "train_loss":
-        value = ((run.record.get("stages") or {}).get("train") or {}).get("train_loss")
-    else:
-        value = run.totals.get(name)
+    value = (((run.record.get("stages") or {}).get("train") or {}).get("train_loss") if name == "train_loss"
+             else run.totals.get(name))
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -245,13 +234,11 @@ def sort_runs(runs: list[RunView], metric: str) -> list[RunView]:
     """Best first by `metric`; runs without it last (in their given order)."""
     have = [r for r in runs if metric_value(r, metric) is not None]
     rest = [r for r in runs if metric_value(r, metric) is None]
-    have.sort(key=lambda r: metric_value(r, metric), reverse=not lower_is_better(metric))
-    return have + rest
+    return sorted(have, key=lambda r: metric_value(r, metric), reverse=not lower_is_better(metric)) + rest
 
 
 def format_metric(run: RunView, name: str) -> str:
-    """Tuned value, then the delta vs base with its interval: `0.143 (+0.143 [+0.082, +0.214]*)`; the gate as
-    PROMOTE or HOLD."""
+    """Tuned value and delta vs base with its interval: `0.143 (+0.143 [+0.082, +0.214]*)`; the gate as PROMOTE/HOLD."""
     value = run.tuned.get(name)
     if value is None:
         return "-"
@@ -277,18 +264,6 @@ def table_rows(runs: list[RunView], keys: list[str], metrics: list[str]) -> tupl
     rows = [[run.name, run.status, *(recipe_value(run, k) for k in keys), *(format_metric(run, m) for m in metrics),
              *(format_number(run.totals.get(total)) for total in TOTAL_COLUMNS.values())] for run in runs]
     return ["run", "status", *keys, *metrics, *TOTAL_COLUMNS], rows
-
-
-def diff_block(runs: list[RunView], keys: list[str], width: int = 32) -> str:
-    """The recipe differences as a table of keys (rows) by runs (columns), values cut to `width` characters."""
-    cut = lambda text: text if len(text) <= width else text[: width - 3] + "..."  # noqa: E731
-    header = ["recipe key", *(r.name for r in runs)]
-    return render_table(header, [[k, *(cut(recipe_value(r, k)) for r in runs)] for k in keys])
-
-
-def table_keys(keys: list[str]) -> list[str]:
-    """The differing recipe keys shown as table columns (all of them when few)."""
-    return keys if len(keys) <= MAX_KEY_COLUMNS else []
 
 
 def render_table(header: list[str], rows: list[list[str]]) -> str:
@@ -340,12 +315,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if args.best:
         print(best_summary(runs, args.best))
-    header, rows = table_rows(runs, table_keys(keys), names)
+    header, rows = table_rows(runs, keys if len(keys) <= MAX_KEY_COLUMNS else [], names)
     print(render_table(header, rows))
     print("metrics: tuned value (delta vs base [95% interval], * = interval excludes 0)"
           + ("" if keys else "; the recipes do not differ (name aside)"))
-    if keys and not table_keys(keys):
-        print(f"\nrecipe differences ({len(keys)} keys):\n{diff_block(runs, keys)}")
+    diff = [[k, *(recipe_value(r, k) for r in runs)] for k in keys]
+    if len(keys) > MAX_KEY_COLUMNS:  # values cut to 32 characters
+        cut = [[k, *(v if len(v) <= 32 else v[:29] + "..." for v in values)] for k, *values in diff]
+        print(f"\nrecipe differences ({len(keys)} keys):\n{render_table(['recipe key', *(r.name for r in runs)], cut)}")
     for run in runs:
         for problem in run.problems:
             print(f"{run.status.upper()} {run.path}: {problem}")
@@ -353,16 +330,14 @@ def main(argv: list[str] | None = None) -> None:
         from tailor.compare_report import write_report
 
         html = Path(args.html)
-        diff = [[k, *(recipe_value(r, k) for r in runs)] for k in keys]
         write_report(html, runs, (header, rows), diff, names, best_summary(runs, args.best) if args.best else None)
         print(f"report: {html}")
 
 
 def best_summary(runs: list[RunView], metric: str) -> str:
     """One paragraph on the best run by `metric`: its value, recipe hash, commit, data card and cost."""
-    ranked = sort_runs(runs, metric)
-    top = ranked[0] if ranked and metric_value(ranked[0], metric) is not None else None
-    if top is None:
+    top = next(iter(sort_runs(runs, metric)), None)
+    if top is None or metric_value(top, metric) is None:
         return f"best by {metric}: no run has this metric"
     lineage = top.record.get("lineage") or {}
     code = lineage.get("code") or {}

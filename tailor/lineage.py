@@ -90,23 +90,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def data_card_hash(paths: "RunPaths") -> str | None:
-    """sha256 of the run's data/data_card.json, None before data preparation."""
-    card = paths.data_dir / "data_card.json"
-    return file_sha256(card) if card.is_file() else None
-
-
 def environment(paths: "RunPaths") -> dict[str, Any]:
-    """The lineage facts that need no recipe: code, launch, hardware and the data card hash."""
+    """The lineage facts that need no recipe: code, launch, hardware and the data card hash (None before data)."""
+    card = paths.data_dir / "data_card.json"
     return {"code": code_version(), "launch": launch_profile(), "hardware": hardware(),
-            "data_card_hash": data_card_hash(paths)}
+            "data_card_hash": file_sha256(card) if card.is_file() else None}
 
 
 def stage_facts(paths: "RunPaths", stage: str, info: dict[str, Any]) -> dict[str, Any]:
-    """`usage` (duration, device kind and count, device-hours, eval token counts) and `lineage` of a finished stage.
-
-    The duration is the stage's own `seconds`, else the eval's wall time, else the data manifest's `seconds`.
-    """
+    """`usage` (duration, device kind and count, device-hours, eval token counts) and `lineage` of a finished stage;
+    the duration is the stage's own `seconds`, else the eval's wall time, else the data manifest's `seconds`."""
     env = environment(paths)
     results = _safe_json(paths.results) if stage == "eval" and paths.results.is_file() else {}
     meter = info.get("cost") if isinstance(info.get("cost"), dict) else results.get("cost")
@@ -120,9 +113,8 @@ def stage_facts(paths: "RunPaths", stage: str, info: dict[str, Any]) -> dict[str
     gpus = meter.get("gpus") if isinstance(meter.get("gpus"), int) else \
         min(world, env["hardware"]["gpu_count"]) if env["hardware"]["gpu_count"] else 0
     device, count = ("gpu", gpus) if gpus else ("cpu", world)
-    usage: dict[str, Any] = {"seconds": seconds, "device": device, "devices": count,
-                             "device_hours": round(seconds * count / 3600, 6) if isinstance(seconds, (int, float))
-                             else None}
+    hours = round(seconds * count / 3600, 6) if isinstance(seconds, (int, float)) else None
+    usage: dict[str, Any] = {"seconds": seconds, "device": device, "devices": count, "device_hours": hours}
     if stage == "train":
         usage.update({key: info.get(key) for key in ("tokens_seen", "tokens_per_second")})
     if stage == "eval" and results:
@@ -227,8 +219,7 @@ def _eval_costs(entry: dict[str, Any], price: float | None, recipe: dict[str, An
     rows = entry.get("predictions")
     if not isinstance(rows, int) or rows <= 0:
         return out
-    seconds = entry.get("tuned_seconds")
-    devices = entry.get("devices") or 1
+    seconds, devices = entry.get("tuned_seconds"), entry.get("devices") or 1
     if price is not None and isinstance(seconds, (int, float)):
         out["cost_per_1k_predictions"] = round(seconds * devices / 3600 * price / rows * 1000, 6)
     api = ((recipe or {}).get("tracking") or {}).get("api_price_per_1m_tokens")

@@ -20,13 +20,11 @@ CLI = "command line"
 
 # Names tailor does NOT accept, only hints at in an unknown-key error: other tools' (axolotl, LLaMA-Factory, older
 # trl) and removed keys. The synonyms tailor accepts (trl/transformers/peft names) live in the schema, nowhere else.
-HINT_ONLY = {
-    "padding_free": "packing",
-    "num_epochs": "epochs", "micro_batch_size": "batch_size", "max_seq_length": "max_length",
-    "sequence_len": "max_length", "cutoff_len": "max_length", "warmup_steps": "warmup_ratio", "rank": "r",
-    "lora_rank": "r", "lora_target": "target_modules", "model_name": "name_or_path", "base_model": "name_or_path",
-    "torch_dtype": "dtype", "datasets": "sources", "val_set_size": "heldout_fraction",
-}
+HINT_ONLY = {"padding_free": "packing", "num_epochs": "epochs", "micro_batch_size": "batch_size",
+             "max_seq_length": "max_length", "sequence_len": "max_length", "cutoff_len": "max_length",
+             "warmup_steps": "warmup_ratio", "rank": "r", "lora_rank": "r", "lora_target": "target_modules",
+             "model_name": "name_or_path", "base_model": "name_or_path", "torch_dtype": "dtype", "datasets": "sources",
+             "val_set_size": "heldout_fraction"}
 
 
 @dataclass
@@ -79,8 +77,7 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> _Layer:
         raw = yaml.safe_load(text)
         lines = _key_lines(text, path)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
+        line = f":{mark.line + 1}" if (mark := getattr(err, "problem_mark", None)) else ""
         raise TailorError(f"{path}{line}: not valid YAML: {getattr(err, 'problem', err)}") from None
     except RecursionError:
         raise TailorError(f"{path}: not valid YAML: nested too deeply.") from None
@@ -113,11 +110,9 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
     if isinstance(data, dict) and isinstance(data.get("template"), str):
         data["template"] = _relative(folder / data["template"])
     model = raw.get("model")
-    for key in setting_names(ModelSettings)["name_or_path"]:
-        if isinstance(model, dict) and isinstance(model.get(key), str):
-            name = model[key]
-            if name.startswith(("./", "../", "/", "~")):
-                model[key] = _relative(folder / Path(name).expanduser())
+    for key in setting_names(ModelSettings)["name_or_path"] if isinstance(model, dict) else ():
+        if isinstance(model.get(key), str) and model[key].startswith(("./", "../", "/", "~")):
+            model[key] = _relative(folder / Path(model[key]).expanduser())
 
 
 def _relative(path: Path) -> str:
@@ -166,9 +161,9 @@ def _merge(layer: _Layer, raw: dict, prefix: tuple, where) -> None:
         path = (*prefix, key)
         if isinstance(value, dict) and isinstance(target.get(key), dict):
             _merge(layer, value, path, where)
-            continue
-        target[key] = value
-        _set_origins(layer, path, value, where)
+        else:
+            target[key] = value
+            _set_origins(layer, path, value, where)
 
 
 def _drop_other_names(layer: _Layer, target: dict, prefix: tuple, key: Any, keep: dict) -> None:
@@ -220,9 +215,7 @@ def _apply_override(layer: _Layer, item: str) -> None:
             if not isinstance(key, int) or key >= len(target):
                 raise TailorError(f"{CLI}: override {item!r}: {_dotted(keys[:depth + 1])} is not an existing "
                                   f"list item (the list has {len(target)} items).")
-            target = target[key]
-            continue
-        if not isinstance(target.get(key), (dict, list)):
+        elif not isinstance(target.get(key), (dict, list)):
             target[key] = {}
         target = target[key]
     last = keys[-1]
@@ -253,8 +246,7 @@ def _explain(err: ValidationError, layer: _Layer, top: Path) -> str:
         if item["type"] == "extra_forbidden":
             section = _model_at(loc[:-1])
             valid = list(section.model_fields) if section is not None else []
-            hint = _closest(loc)
-            hint = f" Did you mean '{hint}'?" if hint else ""
+            hint = f" Did you mean '{guess}'?" if (guess := _closest(loc)) else ""
             messages.append(f"{where}: {key}: unknown key.{hint} Valid keys here: {', '.join(valid)}.")
         elif item["type"] == "tailor_synonyms":
             other = _dotted((*loc[:-1], item["ctx"]["other"]))
@@ -274,10 +266,7 @@ def _explain(err: ValidationError, layer: _Layer, top: Path) -> str:
 
 
 def _origin_of(loc: tuple, layer: _Layer) -> str | None:
-    for end in range(len(loc), 0, -1):
-        if loc[:end] in layer.origin:
-            return layer.origin[loc[:end]]
-    return None
+    return next((layer.origin[loc[:end]] for end in range(len(loc), 0, -1) if loc[:end] in layer.origin), None)
 
 
 def _closest(loc: tuple) -> str | None:
@@ -293,8 +282,7 @@ def _closest(loc: tuple) -> str | None:
             return _dotted((*loc[:-1], names[guess[0]]))
     for section in Recipe.model_fields:
         other = _model_at((section,))
-        field = field_named(other, unknown) if other is not None and other is not model else None
-        if field:
+        if other is not None and other is not model and (field := field_named(other, unknown)):
             return f"{section}.{field}"
     return None
 

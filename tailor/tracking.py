@@ -38,22 +38,16 @@ class _OpenStage:
 _OPEN: dict[int, _OpenStage] = {}
 
 
-def lineage(recipe: Recipe, paths: RunPaths) -> dict[str, Any]:
-    """Everything that made this stage: resolved recipe and hash, data card hash, code, launch and hardware."""
-    return {"recipe": recipe.model_dump(mode="json"), "recipe_hash": recipe_hash(recipe), **environment(paths)}
-
-
 def start_stage(recipe: Recipe, stage: str, config: dict[str, Any] | None = None) -> Any:
     """Record the stage's lineage in run.json and open its tracker run; None when tracking is disabled."""
     paths = run_paths(recipe)
-    facts = lineage(recipe, paths)
+    # everything that made this stage: resolved recipe and hash, data card hash, code, launch and hardware
+    facts = {"recipe": recipe.model_dump(mode="json"), "recipe_hash": recipe_hash(recipe), **environment(paths)}
 
     def note(record: dict[str, Any]) -> None:
-        record["recipe"] = facts["recipe"]
-        record["recipe_hash"] = facts["recipe_hash"]
+        record.update(recipe=facts["recipe"], recipe_hash=facts["recipe_hash"])
         record.setdefault("stage_recipes", {})[stage] = facts["recipe_hash"]
-        record["lineage"] = {**(record.get("lineage") or {}),
-                             **{k: v for k, v in facts.items() if k != "recipe"}}
+        record["lineage"] = {**(record.get("lineage") or {}), **{k: v for k, v in facts.items() if k != "recipe"}}
 
     record = modify_record(paths, note)
     if recipe.tracking.mode == "disabled":
@@ -63,9 +57,22 @@ def start_stage(recipe: Recipe, stage: str, config: dict[str, Any] | None = None
     full_config = {**facts, "stage": stage, "inputs": inputs, **(config or {})}
     group = recipe.tracking.run_name or recipe.name
     if recipe.tracking.backend == "wandb":
-        run = _open_wandb(recipe, stage, group, paths, full_config)
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        run = wandb.init(project=recipe.tracking.project, entity=recipe.tracking.entity, group=group, job_type=stage,
+                         name=f"{group}-{stage}", tags=recipe.tracking.tags or None, dir=str(paths.root),
+                         mode=recipe.tracking.mode, config=full_config)
     elif recipe.tracking.backend == "trackio":
-        run = _open_trackio(recipe, stage, group, paths, full_config)
+        if recipe.tracking.mode == "online":
+            raise TailorError("tracking.backend: trackio is supported offline only (its local store, see "
+                              "docs/tracking.md); set tracking.mode: offline, or use tracking.backend: wandb online.")
+        try:
+            import trackio
+        except ImportError:
+            raise TailorError(_not_available("trackio")) from None
+        run = _TrackioRun(trackio.init(project=recipe.tracking.project, name=f"{group}-{stage}", group=group,
+                                       config=full_config, embed=False, auto_log_cpu=False, auto_log_gpu=False))
     else:
         raise TailorError(_not_available(recipe.tracking.backend))
     _OPEN[id(run)] = _OpenStage(paths, stage, recipe.name, recipe.tracking.backend)
@@ -97,20 +104,9 @@ def stage_outputs(paths: RunPaths, stage: str) -> list[Path]:
     return [p for p in candidates.get(stage, []) if p.exists()]
 
 
-def _open_wandb(recipe: Recipe, stage: str, group: str, paths: RunPaths, config: dict[str, Any]) -> Any:
-    import wandb
-
-    os.environ.setdefault("WANDB_SILENT", "true")
-    return wandb.init(project=recipe.tracking.project, entity=recipe.tracking.entity, group=group, job_type=stage,
-                      name=f"{group}-{stage}", tags=recipe.tracking.tags or None, dir=str(paths.root),
-                      mode=recipe.tracking.mode, config=config)
-
-
 def _use_inputs(run: Any, recipe: Recipe, inputs: dict[str, dict[str, Any]]) -> None:
-    """Link the upstream artifacts as inputs where the tracker can (online W&B, trackio).
-
-    Offline W&B refuses `use_artifact`, so there the link is the `inputs` entry of the run config.
-    """
+    """Link the upstream artifacts as inputs where the tracker can (online W&B, trackio); offline W&B refuses
+    `use_artifact`, so there the link is the `inputs` entry of the run config."""
     if recipe.tracking.backend == "wandb" and recipe.tracking.mode != "online":
         return
     for facts in inputs.values():
@@ -167,19 +163,6 @@ class _TrackioRun:
     def finish(self) -> None:
         self.log({f"summary/{k}": v for k, v in _flatten(self.summary).items()})
         self.run.finish()
-
-
-def _open_trackio(recipe: Recipe, stage: str, group: str, paths: RunPaths, config: dict[str, Any]) -> Any:
-    if recipe.tracking.mode == "online":
-        raise TailorError("tracking.backend: trackio is supported offline only (its local store, see "
-                          "docs/tracking.md); set tracking.mode: offline, or use tracking.backend: wandb online.")
-    try:
-        import trackio
-    except ImportError:
-        raise TailorError(_not_available("trackio")) from None
-    run = trackio.init(project=recipe.tracking.project, name=f"{group}-{stage}", group=group, config=config,
-                       embed=False, auto_log_cpu=False, auto_log_gpu=False)
-    return _TrackioRun(run)
 
 
 def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
