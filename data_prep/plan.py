@@ -137,12 +137,10 @@ def collect(recipe: Recipe, renderer: Renderer, work: Path, sources: list[Any] |
     from data_prep.readers import read_chunks
     from data_prep.worker import ChunkSettings, Workers
 
-    data = recipe.data
-    clean = data.clean
+    data, clean = recipe.data, recipe.data.clean
     sources = list(data.sources if sources is None else sources)
     fraction = (data.heldout_fraction or 0.0) if heldout_fraction is None else heldout_fraction
-    settings = ChunkSettings(
-        renderer=renderer, sources=sources, system_prompt=data.system_prompt,
+    settings = ChunkSettings(renderer=renderer, sources=sources, system_prompt=data.system_prompt,
         redactor=Redactor(clean.pii.types, clean.pii.patterns) if clean.pii.enabled else None,
         filters=load_filters(clean.filters), split_seed=data.split_seed, heldout_fraction=fraction,
         max_length=recipe.training.max_length, eot_id=end_of_turn_token(renderer.tokenizer)[0],
@@ -154,8 +152,7 @@ def collect(recipe: Recipe, renderer: Renderer, work: Path, sources: list[Any] |
     with Workers(settings, data.num_proc) as workers:
         for index, source in enumerate(sources):
             kept = 0
-            chunks = read_chunks(source, index)
-            for result in workers.map(_numbered(chunks, numbers)):
+            for result in workers.map(_numbered(read_chunks(source, index), numbers)):
                 shards = {side: out.shard_index(path) for side, path in result.shards.items()}
                 unique = []
                 for outcome in result.outcomes:
@@ -178,9 +175,18 @@ def collect(recipe: Recipe, renderer: Renderer, work: Path, sources: list[Any] |
                         out.rejected.add(outcome.where, "duplicate", "exact duplicate",
                                          duplicate_of=out.where(seen[digest]))
                         continue
-                    row = len(out.alive)
-                    seen[digest] = row
-                    _append(out, row, index, outcome, shards)
+                    row = seen[digest] = len(out.alive)
+                    out.add_where(outcome.where)
+                    out.alive.append(1)
+                    out.source.append(index)
+                    out.score.append(outcome.score)
+                    out.mix.append(outcome.mix)
+                    out.length.append(outcome.length)
+                    out.truncated.append(outcome.truncated)
+                    out.shard.append(-1 if outcome.error else shards[outcome.side])
+                    out.position.append(-1 if outcome.error else outcome.position)
+                    if outcome.error:
+                        out.errors[row] = outcome.error
                     unique.append((row, outcome))
                 if near is not None and unique:
                     found = near.add_many((row, outcome.text) for row, outcome in unique)
@@ -198,23 +204,6 @@ def _numbered(chunks: Any, numbers: Iterator[int]) -> Any:
     for chunk in chunks:
         chunk.number = next(numbers)
         yield chunk
-
-
-def _append(out: Collected, row: int, source: int, outcome: Any, shards: dict[str, int]) -> None:
-    out.add_where(outcome.where)
-    out.alive.append(1)
-    out.source.append(source)
-    out.score.append(outcome.score)
-    out.mix.append(outcome.mix)
-    out.length.append(outcome.length)
-    out.truncated.append(outcome.truncated)
-    if outcome.error:
-        out.errors[row] = outcome.error
-        out.shard.append(-1)
-        out.position.append(-1)
-    else:
-        out.shard.append(shards[outcome.side])
-        out.position.append(outcome.position)
 
 
 @dataclass

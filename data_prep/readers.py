@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -53,8 +54,7 @@ def read_rows(path: Path, declared_type: str = "auto") -> Iterator[RawRow | BadR
     kind = file_type(path, declared_type)
     if not path.is_file():
         raise TailorError(f"{path}: data file does not exist.")
-    readers = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}
-    yield from readers[kind](path)
+    yield from {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}[kind](path)
 
 
 def _read_jsonl(path: Path) -> Iterator[RawRow | BadRow]:
@@ -89,19 +89,13 @@ def jsonl_record(name: str, number: int, raw: bytes) -> RawRow | BadRow | None:
         return BadRow(where, number, "JSON nested too deeply", text[:200])
     if not isinstance(value, dict):
         return BadRow(where, number, f"expected a JSON object, got {type(value).__name__}", text[:200])
-    if "\\u" in text and _has_lone_surrogate(value):
-        return BadRow(where, number, "text holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), not valid Unicode",
-                      text[:200])
+    if "\\u" in text:  # JSON may escape half a UTF-16 pair; such a string cannot be written as UTF-8 anywhere later
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return BadRow(where, number, "text holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), not valid "
+                          "Unicode", text[:200])
     return RawRow(where, number, value)
-
-
-def _has_lone_surrogate(value: object) -> bool:
-    """JSON may escape half a UTF-16 pair; such a string cannot be written as UTF-8 anywhere later."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _read_csv(path: Path) -> Iterator[RawRow | BadRow]:
@@ -137,8 +131,8 @@ def read_source(source: Any) -> Iterator[RawRow | BadRow]:
     path = Path(source.path)
     if source.file_type == "hf_disk" or (source.file_type == "auto" and path.is_dir()):
         yield from _numbered_rows(_load_disk(path, source.split), str(path))
-        return
-    yield from read_rows(path, source.file_type)
+    else:
+        yield from read_rows(path, source.file_type)
 
 
 def source_fingerprint(source: Any) -> str:
@@ -223,11 +217,6 @@ def read_chunks(source: Any, index: int) -> Iterator[Chunk]:
         if chunk.lines:
             yield chunk
         return
-    chunk = Chunk(index)
-    for row in read_source(source):
-        chunk.rows.append(row)
-        if len(chunk.rows) >= CHUNK_ROWS:
-            yield chunk
-            chunk = Chunk(index)
-    if chunk.rows:
-        yield chunk
+    rows = read_source(source)
+    while batch := list(islice(rows, CHUNK_ROWS)):
+        yield Chunk(index, rows=batch)

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
+# ValueError texts from from_pretrained that mean the checkpoint cannot be loaded (others are bugs: re-raised)
+LOAD_PROBLEMS = ("trust_remote_code", "Unrecognized", "does not recognize", "safetensors", "does not appear to have",
+                 "model type")
 
 
 def looks_local(name_or_path: str) -> bool:
@@ -54,8 +57,7 @@ def model_source(settings: ModelSettings) -> str:
         check_model_source(settings)
         return settings.name_or_path
     path = gguf_path(settings)
-    digest = file_sha256(path)
-    target = cache_dir() / "gguf" / f"{path.stem}-{digest[:12]}"
+    target = cache_dir() / "gguf" / f"{path.stem}-{file_sha256(path)[:12]}"
     if not (target / "config.json").is_file():
         log.info("converting %s to a cached checkpoint at %s (once)", path.name, target)
         _convert_gguf(path, target)
@@ -137,12 +139,9 @@ def load_model(settings: ModelSettings, quantize_4bit: bool = False, for_generat
             attn_implementation=settings.attn_implementation,
             use_safetensors=None if settings.allow_pickle_weights else True, **kwargs)
     except (OSError, ValueError) as err:
-        if isinstance(err, ValueError) and not _is_load_problem(err):
+        if isinstance(err, ValueError) and not any(k in str(err) for k in LOAD_PROBLEMS):
             raise
         raise _cannot(f"load the model from {source}", err) from None
-
-
-# ---------------------------------------------------------------- safety checks before anything runs
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -160,8 +159,8 @@ def check_weight_files(settings: ModelSettings, source: str) -> None:
     pickled = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and "training_args" not in p.name]
     if pickled and not settings.allow_pickle_weights:
         raise TailorError(f"model.name_or_path: {folder} holds its weights only as pickle "
-                          f"({', '.join(sorted(pickled))}), which can run arbitrary code when loaded. Convert them to safetensors, or, if you trust "
-                          "where they come from, set model.allow_pickle_weights: true.")
+                          f"({', '.join(sorted(pickled))}), which can run arbitrary code when loaded. Convert them to "
+                          "safetensors, or, if you trust where they come from, set model.allow_pickle_weights: true.")
     if not pickled:
         raise TailorError(f"model.name_or_path: {folder} has no weights (no *.safetensors file).")
 
@@ -221,12 +220,6 @@ def _check_vocab_fits(settings: ModelSettings, source: str, tokenizer: Any) -> N
         raise TailorError(f"model.name_or_path: the tokenizer in {source} has {len(tokenizer)} tokens but the model's "
                           f"embeddings have {vocab} (config.json vocab_size): the tokenizer belongs to another model. "
                           "Put the model's own tokenizer files in the folder.")
-
-
-def _is_load_problem(err: ValueError) -> bool:
-    text = str(err)
-    return any(k in text for k in ("trust_remote_code", "Unrecognized", "does not recognize", "safetensors",
-                                   "does not appear to have", "model type"))
 
 
 def _cannot(what: str, err: BaseException) -> TailorError:

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -92,14 +93,11 @@ class Renderer:
         if not messages:
             return ""
         return self.tokenizer.apply_chat_template(messages, tokenize=False, chat_template=self.template,
-                                                  add_generation_prompt=add_generation_prompt,
-                                                  **self.template_kwargs)
+                                                  add_generation_prompt=add_generation_prompt, **self.template_kwargs)
 
     def prompt(self, messages: list[dict[str, Any]]) -> str:
         """What the model sees at inference before the final answer ("" for plain-text rows)."""
-        if is_text_row(messages):
-            return ""
-        return self.text(messages[:-1], add_generation_prompt=True)
+        return "" if is_text_row(messages) else self.text(messages[:-1], add_generation_prompt=True)
 
     def spans(self, messages: list[dict[str, Any]]) -> tuple[str, list[Span], int]:
         """Full training text, the span of each trained message that renders consistently, and how many trained turns
@@ -149,10 +147,8 @@ class Renderer:
         plain = {k: v for k, v in messages[-1].items() if k != "reasoning_content"}
         turn = self.text(messages[:-1] + [{**plain, "content": answer}])
         header = generation[len(history):opened.start()]
-        if not turn.startswith(history + header) or not answer:
-            return None
         body = turn[len(history) + len(header):]
-        if not body.startswith(answer):
+        if not answer or not turn.startswith(history + header) or not body.startswith(answer):
             return None
         return (reasoning + "\n" if reasoning else "") + "</think>\n\n" + body
 
@@ -174,8 +170,7 @@ class Renderer:
         ids = np.asarray(encoding.ids[:max_length], dtype=np.int32)
         mask, span_index, inside = _assign(offsets[:max_length], spans)
         if not mask.any():
-            reason = "no trainable token within training.max_length" if truncated else "no trainable token"
-            raise RowError(reason)
+            raise RowError("no trainable token within training.max_length" if truncated else "no trainable token")
         first_tokens = np.searchsorted(offsets[:, 0], [s.start for s in spans if s.trained])
         trained_turns = int((first_tokens < len(ids)).sum())
         role_tokens: Counter = Counter({CONTEXT_ROLE: int((~inside).sum())})
@@ -190,11 +185,10 @@ class Renderer:
     def _encode(self, text: str) -> Any:
         """Token ids and character offsets of `text` without special tokens (the fast backend's own, less overhead)."""
         backend = getattr(self.tokenizer, "_tokenizer", None)
-        fast = backend is not None and hasattr(backend, "encode")
-        if fast and backend.truncation is None and backend.padding is None:
+        if hasattr(backend, "encode") and backend.truncation is None and backend.padding is None:
             return backend.encode(text, add_special_tokens=False)
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return _Encoding(encoded["input_ids"], encoded["offset_mapping"])
+        return SimpleNamespace(ids=encoded["input_ids"], offsets=encoded["offset_mapping"])
 
     def _render_text(self, text: str, max_length: int) -> "RenderedArrays":
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -219,12 +213,6 @@ class RenderedArrays:
     role_trained: dict[str, int]
 
 
-@dataclass(frozen=True)
-class _Encoding:
-    ids: list[int]
-    offsets: list[tuple[int, int]]
-
-
 def _assign(offsets: np.ndarray, spans: list[Span]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per token: whether it is trained, the index of the span holding its first character, and whether any does."""
     if not spans:
@@ -238,8 +226,7 @@ def _assign(offsets: np.ndarray, spans: list[Span]) -> tuple[np.ndarray, np.ndar
     return inside & trained[index] & (offsets[:, 1] > offsets[:, 0]), index, inside
 
 
-def render_example(tokenizer: "PreTrainedTokenizerBase", messages: list[dict[str, Any]],
-                   max_length: int) -> Rendered:
+def render_example(tokenizer: "PreTrainedTokenizerBase", messages: list[dict[str, Any]], max_length: int) -> Rendered:
     """Render with the tokenizer's own template, training assistant turns only."""
     return Renderer(tokenizer).render(messages, max_length)
 

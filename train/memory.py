@@ -163,14 +163,10 @@ class Setup:
         return self.strategy in ("fsdp", "zero2", "zero3") and self.gpus > 1
 
 
-# ---------------------------------------------------------------------------------------------------- static part
-
 def weight_bytes(arch: Arch, setup: Setup) -> float:
     """Frozen base weights on one device (QLoRA: NF4 layer linears only); FSDP/ZeRO-3 shard them across GPUs."""
-    if setup.method == "qlora":
-        per = NF4_BYTES if setup.double_quant else NF4_BYTES_NO_DOUBLE_QUANT
-    else:
-        per = setup.weight_bytes
+    nf4 = NF4_BYTES if setup.double_quant else NF4_BYTES_NO_DOUBLE_QUANT
+    per = nf4 if setup.method == "qlora" else setup.weight_bytes
     rest = (arch.params_embed + arch.params_lm_head + arch.params_other) * setup.weight_bytes
     total = arch.params_linear * per + rest
     return total / setup.gpus if setup.shards_weights else total
@@ -202,9 +198,7 @@ def gradient_bytes(setup: Setup) -> float:
         return full + setup.lora_params * 4 / setup.gpus
     if setup.shards_optimizer:
         return full / setup.gpus
-    if setup.gpus > 1:
-        return 2 * full  # DDP all-reduce buckets hold a second copy of the gradients
-    return full
+    return 2 * full if setup.gpus > 1 else full  # DDP all-reduce buckets hold a second copy of the gradients
 
 
 def optimizer_state_bytes_per_param(optim: str, param_bytes: int) -> float:
@@ -223,15 +217,11 @@ def optimizer_state_bytes_per_param(optim: str, param_bytes: int) -> float:
 
 def optimizer_bytes(setup: Setup) -> float:
     """Optimizer state: AdamW moments in the adapter dtype; DeepSpeed keeps fp32 master weights + fp32 moments."""
-    if setup.deepspeed:
-        per = 4 + optimizer_state_bytes_per_param(setup.optim, 4)
-    else:
-        per = optimizer_state_bytes_per_param(setup.optim, adapter_param_bytes(setup))
+    per = (4 + optimizer_state_bytes_per_param(setup.optim, 4) if setup.deepspeed
+           else optimizer_state_bytes_per_param(setup.optim, adapter_param_bytes(setup)))
     total = setup.lora_params * per
     return total / setup.gpus if setup.shards_optimizer else total
 
-
-# ------------------------------------------------------------------------------------------------ activations
 
 # Modules of one layer that read the very same tensor: their lora_A inputs are one saved tensor.
 _SHARED_INPUT = {**dict.fromkeys(("q_proj", "k_proj", "v_proj", "q_a_proj", "kv_a_proj_with_mqa"), "attention input"),
@@ -262,8 +252,7 @@ def attention_saved_per_token(arch: Arch, setup: Setup) -> float:
     e = setup.act_bytes
     q = arch.heads * arch.head_dim
     kv_heads = arch.heads if (setup.kv_repeated and setup.attn != "flash_attention_2") else arch.kv_heads
-    k = kv_heads * arch.head_dim
-    v = kv_heads * arch.v_head_dim
+    k, v = kv_heads * arch.head_dim, kv_heads * arch.v_head_dim
     out = arch.heads * arch.v_head_dim
     total = (q + k + v + out) * e + 4 * arch.heads
     if arch.qk_norm:  # RMSNorm keeps an fp32 copy of its input and the fp32 1/rms per row
@@ -311,9 +300,7 @@ def mask_bytes(setup: Setup) -> float:
     """The boolean 4-D attention mask sdpa gets (one flat (batch x seq)^2 row padding-free; none for flash)."""
     if setup.attn == "flash_attention_2":
         return 0.0
-    if setup.padding_free:
-        return float(setup.tokens) ** 2
-    return float(setup.micro_batch) * setup.seq_len ** 2
+    return float(setup.tokens) ** 2 if setup.padding_free else float(setup.micro_batch) * setup.seq_len ** 2
 
 
 def activation_bytes(arch: Arch, setup: Setup) -> float:
@@ -333,8 +320,6 @@ def backward_working_bytes(arch: Arch, setup: Setup) -> float:
     return setup.tokens * per_layer * (2 if setup.gradient_checkpointing else 1)
 
 
-# --------------------------------------------------------------------------------------------------- the plan
-
 @dataclass
 class Estimate:
     """Per-device bytes by component, for one setup."""
@@ -351,7 +336,7 @@ def estimate(arch: Arch, setup: Setup) -> Estimate:
     """Every component of per-device memory for one training step at the peak (end of forward, start of backward)."""
     acts = activation_bytes(arch, setup)
     working = backward_working_bytes(arch, setup) + logits_working_bytes(arch, setup)
-    parts = {
+    return Estimate(setup, {
         "weights": weight_bytes(arch, setup),
         "gathered layers (FSDP/ZeRO-3)": gathered_weight_bytes(arch, setup),
         "LoRA adapters": adapter_bytes(setup),
@@ -363,8 +348,7 @@ def estimate(arch: Arch, setup: Setup) -> Estimate:
         "allocator fragmentation": FRAGMENTATION * (acts + working),
         "CUDA context": CUDA_CONTEXT_BYTES,
         "NCCL buffers": NCCL_BYTES if setup.gpus > 1 else 0,
-    }
-    return Estimate(setup, parts)
+    })
 
 
 def usable_bytes(gpu_mem_gib: float) -> float:

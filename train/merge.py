@@ -60,19 +60,15 @@ def probe_prompts(paths: RunPaths, tokenizer: Any) -> list[list[int]]:
     """Token ids of the first held-out rows, cut to PROBE_TOKENS; fixed chat texts when there are none."""
     import pyarrow.parquet as pq
 
-    rows: list[list[int]] = []
     for file in [paths.heldout_data, *sorted((paths.data_dir / "eval").glob("*.parquet"))]:  # hash split, named sets
         if file.is_file():
-            table = pq.read_table(file, columns=["input_ids"])
-            rows = [list(ids)[:PROBE_TOKENS] for ids in table.column("input_ids").to_pylist()[:PROBES]]
-        if rows:
-            break
-    if not rows:
-        texts = ["Hello! Please summarise this in one sentence.", "What is 17 times 23?",
-                 "Write a JSON object with keys name and age.", "Translate 'good morning' into French."]
-        rows = [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
-                                              tokenize=True, return_dict=False)[:PROBE_TOKENS] for t in texts]
-    return rows
+            rows = pq.read_table(file, columns=["input_ids"]).column("input_ids").to_pylist()[:PROBES]
+            if rows:
+                return [list(ids)[:PROBE_TOKENS] for ids in rows]
+    texts = ["Hello! Please summarise this in one sentence.", "What is 17 times 23?",
+             "Write a JSON object with keys name and age.", "Translate 'good morning' into French."]
+    return [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=True,
+                                          return_dict=False)[:PROBE_TOKENS] for t in texts]
 
 
 def logits_of(model: Any, prompts: list[list[int]]) -> list[Any]:
@@ -114,8 +110,7 @@ def merge(recipe: Recipe, adapter: str | None = None, out: str | None = None,
 
     log.info("loading the base (%s, unquantized) and the adapter %s", dtype_name, folder)
     base = load_model(recipe.model, device_map=device_map)
-    model = PeftModel.from_pretrained(base, str(folder))
-    model.eval()
+    model = PeftModel.from_pretrained(base, str(folder)).eval()
     reference = logits_of(model, prompts)
     extra: dict[str, Any] = {}
     if qlora:
@@ -129,8 +124,7 @@ def merge(recipe: Recipe, adapter: str | None = None, out: str | None = None,
         tokenizer.save_pretrained(tmp)
         del merged, model, base
         clear_device_cache(garbage_collection=True)
-        reloaded = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=dtype, device_map=device_map)
-        reloaded.eval()
+        reloaded = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=dtype, device_map=device_map).eval()
         merged_logits = logits_of(reloaded, prompts)
         del reloaded
         clear_device_cache(garbage_collection=True)
@@ -168,8 +162,7 @@ def _check_against_nf4(recipe: Recipe, folder: Path, prompts: list[list[int]], m
     from tailor.models import load_model
 
     nf4 = load_model(recipe.model, quantize_4bit=True, device_map=device_map)
-    nf4_model = PeftModel.from_pretrained(nf4, str(folder))
-    nf4_model.eval()
+    nf4_model = PeftModel.from_pretrained(nf4, str(folder)).eval()
     with nf4_model.disable_adapter():
         nf4_base_logits = logits_of(nf4_model, prompts)
     trained = logits_of(nf4_model, prompts)
@@ -187,12 +180,11 @@ def model_card(recipe: Recipe, paths: RunPaths, adapter: Path, record: dict[str,
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {recipe.name} (merged)", "",
              f"{recipe.model.name_or_path} with the {recipe.peft.method.upper()} adapter `{adapter}` merged into its "
              f"weights ({record['dtype']}), made by tailor. Load it like any checkpoint: "
-             "`AutoModelForCausalLM.from_pretrained(folder)`.", ""]
-    header = "| compared with | max abs diff | relative | tolerance | top-1 agreement | result |"
-    lines += ["## Merge check", "", header, "|---|---|---|---|---|---|"]
-    for c in record["checks"]:
-        lines.append(f"| {c['against']} | {c['max_abs_diff']:.3g} | {c['relative']:.2e} | {c['tolerance']:.1e} | "
-                     f"{c['top1_agreement']:.3f} | {'pass' if c['passed'] else 'FAIL'} |")
+             "`AutoModelForCausalLM.from_pretrained(folder)`.", "", "## Merge check", "",
+             "| compared with | max abs diff | relative | tolerance | top-1 agreement | result |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {c['against']} | {c['max_abs_diff']:.3g} | {c['relative']:.2e} | {c['tolerance']:.1e} | "
+              f"{c['top1_agreement']:.3f} | {'pass' if c['passed'] else 'FAIL'} |" for c in record["checks"]]
     lines += ["", f"Logits on {record['probes']} held-out prompts ({record['probe_tokens']} tokens); relative = "
               "max abs diff / max abs logit of the reference.", ""]
     if record.get("note"):
@@ -206,8 +198,7 @@ def model_card(recipe: Recipe, paths: RunPaths, adapter: Path, record: dict[str,
 def _eval_section(paths: RunPaths) -> list[str]:
     if not paths.results.is_file():
         return ["## Evaluation", "", "No eval results yet (make eval RECIPE=...).", ""]
-    results = read_json(paths.results)
-    models = results.get("models", {})
+    models = read_json(paths.results).get("models", {})
     names = list(models)
     metrics = sorted({k for m in models.values() for k, v in m.items() if isinstance(v, (int, float))})
     lines = ["## Evaluation (held-out rows)", "", "| metric | " + " | ".join(names) + " |",

@@ -28,8 +28,6 @@ from train.memory import GiB, STRATEGIES, Arch, Estimate, LoraTarget, Setup, arc
 REFUSE_FACTOR = 1.3
 
 
-# ------------------------------------------------------------------------------------------- architecture
-
 def arch_configs() -> dict[str, Path]:
     """The architecture configs shipped in the tailor package (`tailor/arch_configs/NAME.json`), by NAME."""
     folder = resources.files("tailor") / "arch_configs"
@@ -52,13 +50,8 @@ def arch_config_file(settings: ModelSettings, arch_file: str | Path | None = Non
         if not path.is_file():
             raise TailorError(f"model.name_or_path: {path} does not exist; pass --arch CONFIG_JSON.")
         return path
-    return known_arch(settings.name_or_path)
-
-
-def known_arch(hub_id: str) -> Path | None:
-    """Map a hub id to a shipped architecture config: Qwen/Qwen2.5-7B-Instruct -> qwen2.5-7b.json."""
-    stem = hub_id.rsplit("/", 1)[-1].lower()
-    stem = re.sub(r"-(instruct|chat|base)$", "", stem)
+    # a shipped config for a known hub id: Qwen/Qwen2.5-7B-Instruct -> qwen2.5-7b.json
+    stem = re.sub(r"-(instruct|chat|base)$", "", settings.name_or_path.rsplit("/", 1)[-1].lower())
     return arch_configs().get(stem)
 
 
@@ -94,7 +87,6 @@ def build_arch(recipe: Recipe, arch_file: str | Path | None = None) -> tuple[Arc
     from train.config import lora_config
 
     config = load_config(recipe.model, arch_file)
-    text = config.get_text_config()
     logging.getLogger("peft").setLevel(logging.ERROR)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16,
@@ -104,13 +96,12 @@ def build_arch(recipe: Recipe, arch_file: str | Path | None = None) -> tuple[Arc
     head = model.get_output_embeddings()
     tied = head is None or head.weight is model.get_input_embeddings().weight
     lm_head = 0 if tied else head.weight.numel()
-    linear = 0
-    for name, module in model.named_modules():
-        if type(module) is torch.nn.Linear and name not in keep and name.split(".")[-1] not in keep:
-            linear += sum(p.numel() for p in module.parameters(recurse=False))
+    linear = sum(p.numel() for name, module in model.named_modules()
+                 if type(module) is torch.nn.Linear and name not in keep and name.split(".")[-1] not in keep
+                 for p in module.parameters(recurse=False))
     total = sum(p.numel() for p in model.parameters())
-    moe_layers = tuple(i for i, layer in enumerate(model.model.layers) if hasattr(getattr(layer, "mlp", None),
-                                                                                   "experts"))
+    moe_layers = tuple(i for i, layer in enumerate(model.model.layers)
+                       if hasattr(getattr(layer, "mlp", None), "experts"))
     with torch.device("meta"):
         peft_model = get_peft_model(model, lora_config(recipe, model))
     lora_params = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
@@ -122,14 +113,12 @@ def build_arch(recipe: Recipe, arch_file: str | Path | None = None) -> tuple[Arc
         match = re.search(r"\.layers\.(\d+)\.", name)
         targets.append(LoraTarget(int(match.group(1)) if match else -1, name.rsplit(".", 1)[-1],
                                   getattr(base, "in_features", 0), getattr(base, "out_features", 0)))
-    shape = arch_from_config(text)
+    shape = arch_from_config(config.get_text_config())
     arch = replace(shape, params_embed=embed, params_lm_head=lm_head, params_linear=linear,
                    params_other=total - embed - lm_head - linear, moe_layers=moe_layers,
                    experts=shape.experts if moe_layers else 0)
     return arch, lora_params, tuple(targets)
 
-
-# ----------------------------------------------------------------------------------------------- the plan
 
 def resolve_strategy(recipe: Recipe, strategy: str | None, gpus: int) -> str:
     """STRATEGY= wins over training.strategy; auto/single mean one replica per GPU (ddp arithmetic)."""
@@ -141,8 +130,7 @@ def resolve_strategy(recipe: Recipe, strategy: str | None, gpus: int) -> str:
     return chosen
 
 
-def recipe_setup(recipe: Recipe, gpus: int, strategy: str, lora_params: int,
-                 targets: tuple[LoraTarget, ...]) -> Setup:
+def recipe_setup(recipe: Recipe, gpus: int, strategy: str, lora_params: int, targets: tuple[LoraTarget, ...]) -> Setup:
     """The memory-relevant choices of a recipe on GPUs (dtype auto = bfloat16 there)."""
     from tailor.choices import optimizer_name
 
@@ -190,16 +178,13 @@ class Plan:
                  f"micro batch {s.micro_batch} x {s.seq_len} tokens, gradient checkpointing "
                  f"{'on' if s.gradient_checkpointing else 'off'}",
                  f"  {'component (per device)':<34}{'GiB':>9}"]
-        for name, value in self.estimate.components.items():
-            if value:
-                lines.append(f"  {name:<34}{value / GiB:>9.2f}")
+        lines += [f"  {name:<34}{value / GiB:>9.2f}" for name, value in self.estimate.components.items() if value]
         lines.append(f"  {'total':<34}{self.estimate.total / GiB:>9.2f}   of {self.capacity / GiB:.2f} usable "
                      f"({self.gpu_mem_gib:g} GiB less a 5% margin)")
         checkpointing = "with" if s.gradient_checkpointing else "without"
-        lines.append(f"  largest micro batch that fits: {self.max_micro_batch} ({checkpointing} gradient "
-                     f"checkpointing)" + ("" if s.gradient_checkpointing else
-                                          f", {self.max_micro_batch_checkpointed} with it"))
-        lines.append(f"verdict: {self.verdict()}")
+        lines += [f"  largest micro batch that fits: {self.max_micro_batch} ({checkpointing} gradient checkpointing)"
+                  + ("" if s.gradient_checkpointing else f", {self.max_micro_batch_checkpointed} with it"),
+                  f"verdict: {self.verdict()}"]
         return "\n".join(lines)
 
     def verdict(self) -> str:
