@@ -56,7 +56,6 @@ def test_packed_batches_score_like_unpacked_rows(tiny_recipe, model_fixture: str
 
 def test_compact_lm_head_scores_only_trained_positions_with_the_same_loss_and_gradients(tiny_recipe,
                                                                                           monkeypatch) -> None:
-    import torch
     import trl.trainer.utils as trl_utils
 
     from train import lm_head
