@@ -156,11 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     name, rest = argv[0], argv[1:] + (["--audit"] if argv[0] == "audit" else [])
     module, function, _ = COMMANDS[name]
     entry = getattr(importlib.import_module(module), function)
-    saved, sys.argv = sys.argv, [f"tailor {name}", *rest]  # argparse's usage names the command; slurm reads sys.argv
+    saved, sys.argv = sys.argv, [f"tailor {name}", *rest]  # argparse's usage names the command
     try:
-        if name == "slurm":
-            entry()
-        else:
-            entry(rest)
+        entry(rest)
     finally:
         sys.argv = saved

@@ -78,7 +78,7 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
             raise TailorError("sbatch not found: run `make slurm SUBMIT=1` on the cluster's login node.") from None
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = recipe_parser("Render (and optionally submit) a SLURM batch script for multi-node training.")
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpus-per-node", type=int, default=8)
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--main-port", type=int, default=29500)
     parser.add_argument("--sbatch", action="append", default=[], help="extra #SBATCH line, e.g. --partition=gpu")
     parser.add_argument("--submit", action="store_true", help="run sbatch on the rendered script")
-    run_cli(stage, parser)
+    run_cli(stage, parser, argv)
 
 
 if __name__ == "__main__":
