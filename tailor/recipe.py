@@ -41,9 +41,24 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     for item in overrides:
         _apply_override(layer, item)
     try:
-        return Recipe.model_validate(layer.values)
+        recipe = Recipe.model_validate(layer.values)
     except ValidationError as err:
         raise TailorError(_explain(err, layer, Path(path))) from None
+    recipe._origins = {_dotted(loc): where for loc, where in layer.origin.items()}
+    recipe._origins[""] = str(path)
+    return recipe
+
+
+def origin(recipe: Recipe, key: str) -> str:
+    """Where a key of a loaded recipe was set ("file:line", "command line"), for errors found after loading, e.g.
+    origin(recipe, "peft.init_adapter"); the nearest enclosing key's origin, else the recipe file."""
+    origins = recipe._origins
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        found = origins.get(_dotted([int(p) if p.isdigit() else p for p in parts[:end]]))
+        if found:
+            return found
+    return origins.get("", "recipe")
 
 
 def recipe_hash(recipe: Recipe) -> str:
@@ -240,7 +255,8 @@ def _explain(err: ValidationError, layer: _Layer, top: Path) -> str:
     for item in err.errors():
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         if item["type"].startswith("tailor_") and "key" in item.get("ctx", {}):
-            loc = (*loc, item["ctx"]["key"])  # the key inside the section or mapping the check was about
+            # the key (or dotted key path) inside the section or mapping the check was about
+            loc = (*loc, *(int(k) if k.isdigit() else k for k in str(item["ctx"]["key"]).split(".")))
         where = _origin_of(loc, layer) or str(top)
         key = _dotted(loc) or "(recipe)"
         if item["type"] == "extra_forbidden":

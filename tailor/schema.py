@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 
@@ -83,6 +83,10 @@ class FieldMap(Strict):
     prompt: str = "prompt"
     completion: str = "completion"
     text: str = "text"
+    chosen: str = Field("chosen", description="Preferred answer (a string or assistant message list), preference.")
+    rejected: str = Field("rejected", description="Dispreferred answer, preference format.")
+    label: str = Field("label", description="true = desirable completion, false = undesirable "
+                       "(unpaired_preference, KTO).")
     system: str | None = Field(None, description="Optional column holding a per-row system prompt.")
 
 
@@ -98,9 +102,12 @@ class DataSource(Strict):
     path: str | None = Field(None, description="File or save_to_disk folder, relative to the recipe file.")
     hub: str | None = Field(None, description="Hub dataset id (needs network), instead of path.")
     split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict folder.")
-    format: Literal["messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field(
+    format: Literal["messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference",
+                    "unpaired_preference"] = Field(
         "messages", description="messages: OpenAI chat rows; sharegpt: from/value turns; alpaca: "
-        "instruction/input/output; prompt_completion: prompt/completion; text: plain text (continued pretraining).")
+        "instruction/input/output; prompt_completion: prompt/completion; text: plain text (continued pretraining); "
+        "preference: prompt (or messages) + chosen + rejected (DPO, ORPO, KTO); unpaired_preference: prompt (or "
+        "messages) + completion + label (KTO).")
     file_type: Literal["auto", "jsonl", "csv", "parquet", "hf_disk"] = "auto"
     fields: FieldMap = Field(default_factory=FieldMap)
     role_map: dict[str, Role] = Field(default_factory=dict, description="Source role names -> tailor roles.")
@@ -237,6 +244,10 @@ class PeftSettings(Strict):
         "all-linear", validation_alias=also("target_modules", "lora_target_modules"))
     use_rslora: bool = False
     use_dora: bool = False
+    init_adapter: str | None = Field(None, description="Start from this trained adapter folder (e.g. "
+                                     "runs/hotel-demo/adapter, relative to the working directory) and train it on.")
+    from_run: str | None = Field(None, description="Start from the adapter of this earlier run (the folder "
+                                 "<output_dir>/<from_run>/adapter); instead of init_adapter.")
     moe_experts: Literal["frozen", "targeted"] = Field(
         "frozen", description="Routed experts of MoE models: frozen = no LoRA on them; targeted = LoRA on every "
         "expert's weights too (peft target_parameters, needs dropout 0). Ignored for dense models.")
@@ -246,13 +257,23 @@ class PeftSettings(Strict):
         if self.moe_experts == "targeted" and self.dropout != 0:
             raise ValueError("peft.moe_experts=targeted puts LoRA on fused expert weights (peft ParamWrapper), which "
                              "does not support dropout: set peft.dropout: 0.0")
+        if self.init_adapter is not None and self.from_run is not None:
+            raise PydanticCustomError("tailor_init_twice", "give init_adapter or from_run, not both",
+                                      {"key": "from_run"})
         return self
 
 
-class TrainingSettings(Strict):
-    """Trainer knobs, mapped onto trl's SFTConfig in train/config.py. Short names, each also accepted under trl's
-    name (learning_rate, num_train_epochs, ...); any other SFTConfig field goes in `extra`."""
+Method = Literal["sft", "dpo", "orpo", "kto", "grpo"]
+PREFERENCE_METHODS = ("dpo", "orpo", "kto")
 
+
+class TrainingSettings(Strict):
+    """Trainer knobs, mapped onto trl's configs in train/config.py. Short names, each also accepted under trl's
+    name (learning_rate, num_train_epochs, ...); any other field of the method's trl config goes in `extra`."""
+
+    method: Method = Field("sft", description="sft: supervised (trl SFTTrainer); dpo, orpo, kto: preference tuning "
+                           "on preference data; grpo: reinforcement learning with eval metrics as rewards (the "
+                           "recipe's grpo section). Method settings: the top-level dpo/orpo/kto/grpo sections.")
     lr: float = Field(2e-4, gt=0.0, validation_alias=also("lr", "learning_rate"))
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
         "cosine", validation_alias=also("lr_scheduler", "lr_scheduler_type"))
@@ -263,8 +284,9 @@ class TrainingSettings(Strict):
                             description="Micro batch per device.")
     grad_accum: int = Field(1, ge=1, validation_alias=also("grad_accum", "gradient_accumulation_steps"))
     max_length: int = Field(1024, ge=8, description="Sequences longer than this (in tokens) are truncated.")
-    packing: bool = Field(True, description="Pack rows into max_length sequences (trl BFD, padding-free); "
-                          "batch_size then counts packed sequences. false: one row per sequence, padded.")
+    packing: bool = Field(True, description="SFT: pack rows into max_length sequences (trl BFD, padding-free); "
+                          "batch_size then counts packed sequences. false: one row per sequence, padded. The other "
+                          "methods batch one example (pair, prompt) per row.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
@@ -291,32 +313,42 @@ class TrainingSettings(Strict):
     eval_rows: int = Field(64, ge=1, description="Rows scored at each eval_steps (always the same first N).")
     keep_best: bool = Field(False, validation_alias=also("keep_best", "load_best_model_at_end"),
                             description="Keep the checkpoint with the lowest held-out loss (needs eval_steps).")
-    extra: dict[str, Any] = Field(default_factory=dict, description="Any other trl SFTConfig field, passed as given, "
-                                  "e.g. {neftune_noise_alpha: 5}; fields tailor sets itself are refused.")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Any other field of the method's trl config "
+                                  "(SFTConfig, DPOConfig, ...), passed as given, e.g. {neftune_noise_alpha: 5}; "
+                                  "fields tailor sets itself are refused.")
 
     @property
     def padding_free(self) -> bool:
-        """Whether batches are flattened without padding (not a recipe key): packing decides, or trl's padding_free
-        given in extra for unpacked rows."""
-        return self.packing or bool(self.extra.get("padding_free"))
+        """Whether batches are flattened without padding (not a recipe key): packing decides (SFT), or trl's
+        padding_free given in extra."""
+        return (self.packing and self.method == "sft") or bool(self.extra.get("padding_free"))
 
-    @field_validator("extra")
-    @classmethod
-    def _extra_is_sft_config(cls, extra: dict[str, Any]) -> dict[str, Any]:
-        for key in extra:
-            if key in SFT_SET_BY_TAILOR:
-                raise PydanticCustomError("tailor_extra_set", "tailor sets SFTConfig.{key} itself: use {use}",
-                                          {"key": key, "use": SFT_SET_BY_TAILOR[key]})
-        if not extra:
-            return extra
-        fields = sft_config_fields()  # imports trl: only for a recipe that uses extra
-        for key in extra:
+    @model_validator(mode="after")
+    def _extra_is_trl_config(self) -> "TrainingSettings":
+        config = TRL_CONFIGS[self.method]
+        for key in self.extra:
+            if key in SFT_SET_BY_TAILOR or key in METHOD_SET_BY_TAILOR:
+                raise PydanticCustomError(
+                    "tailor_extra_set", "tailor sets {config}.{name} itself: use {use}",
+                    {"key": f"extra.{key}", "name": key, "config": config,
+                     "use": SFT_SET_BY_TAILOR.get(key) or METHOD_SET_BY_TAILOR[key]})
+        if not self.extra:
+            return self
+        fields = trl_config_fields(self.method)  # imports trl: only for a recipe that uses extra
+        for key in self.extra:
             if key not in fields:
                 close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise PydanticCustomError("tailor_extra_unknown", "not a field of trl's SFTConfig{hint}",
-                                          {"key": key, "hint": hint})
-        return extra
+                raise PydanticCustomError("tailor_extra_unknown", "not a field of trl's {config}{hint}",
+                                          {"key": f"extra.{key}", "hint": hint, "config": config})
+        return self
+
+    @model_validator(mode="after")
+    def _packing_is_sft(self) -> "TrainingSettings":
+        if self.method != "sft" and self.packing and "packing" in self.model_fields_set:
+            raise PydanticCustomError("tailor_packing", "packing applies to method sft only ({method} batches one "
+                                      "example per row): remove it", {"key": "packing", "method": self.method})
+        return self
 
     @model_validator(mode="after")
     def _best_needs_eval(self) -> "TrainingSettings":
@@ -354,11 +386,39 @@ SFT_SET_BY_TAILOR = {
 }
 
 
+# Fields of the other methods' trl configs that tailor sets from the method's own recipe section.
+METHOD_SET_BY_TAILOR = {
+    "beta": "the method section's beta (dpo.beta, grpo.beta ...)", "loss_type": "dpo.loss_type / grpo.loss_type",
+    "label_smoothing": "dpo.label_smoothing", "desirable_weight": "kto.desirable_weight",
+    "undesirable_weight": "kto.undesirable_weight", "num_generations": "grpo.num_generations",
+    "max_completion_length": "grpo.max_completion_length", "temperature": "grpo.temperature",
+    "reward_weights": "grpo.rewards (weight of each)", "scale_rewards": "grpo.scale_rewards",
+    "use_vllm": "grpo.vllm", "vllm_mode": "grpo.vllm", "vllm_server_base_url": "grpo.vllm_server_url",
+    "top_p": "grpo.top_p", "generation_batch_size": "grpo.num_generations and training.batch_size",
+}
+TRL_CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "orpo": "ORPOConfig", "kto": "KTOConfig",
+               "grpo": "GRPOConfig"}
+
+
+def trl_config_class(method: str) -> type:
+    """trl's config class of a training method (imports trl)."""
+    import trl
+
+    if method == "orpo":
+        from trl.experimental.orpo import ORPOConfig
+
+        return ORPOConfig
+    return getattr(trl, TRL_CONFIGS[method])
+
+
+def trl_config_fields(method: str = "sft") -> set[str]:
+    """The init fields of the method's trl config (imports trl)."""
+    return {f.name for f in dataclasses.fields(trl_config_class(method)) if f.init}
+
+
 def sft_config_fields() -> set[str]:
     """The init fields of trl's SFTConfig (imports trl)."""
-    from trl import SFTConfig
-
-    return {f.name for f in dataclasses.fields(SFTConfig) if f.init}
+    return trl_config_fields("sft")
 
 
 MetricName = Literal["exact_match", "exact_match_normalized", "token_f1", "rouge_l", "chrf", "json_valid",
@@ -441,6 +501,95 @@ class EvalSettings(Strict):
                                                 "general text, e.g. {sets: [gsm8k], max_rows: 200}.")
 
 
+class DpoSettings(Strict):
+    """Direct preference optimisation (trl DPOTrainer) on chosen/rejected pairs. The reference model is the starting
+    point: the base model, or the `peft.init_adapter` it starts from (trl keeps a frozen copy of that adapter)."""
+
+    beta: float = Field(0.1, gt=0.0, description="Strength of the pull towards the reference model (DPO paper: "
+                        "0.1-0.5; lower moves further).")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "exo_pair", "aot",
+                       "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"] = Field(
+        "sigmoid", description="trl's DPO loss; sigmoid = the DPO paper's.")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="Assumed share of flipped labels (cDPO, "
+                                   "robust).")
+
+
+class OrpoSettings(Strict):
+    """Odds-ratio preference optimisation (trl ORPOTrainer): SFT on chosen plus an odds-ratio penalty on rejected,
+    no reference model."""
+
+    beta: float = Field(0.1, gt=0.0, description="Weight of the odds-ratio term (the ORPO paper's lambda).")
+
+
+class KtoSettings(Strict):
+    """Kahneman-Tversky optimisation (trl KTOTrainer) on unpaired desirable/undesirable completions (thumbs
+    up/down); preference pairs are unpaired into one of each."""
+
+    beta: float = Field(0.1, gt=0.0)
+    desirable_weight: float = Field(1.0, gt=0.0, description="Loss weight of desirable rows; the KTO paper keeps "
+                                    "desirable_weight x n_desirable / (undesirable_weight x n_undesirable) in 1-4/3.")
+    undesirable_weight: float = Field(1.0, gt=0.0)
+
+
+REWARD_FUNCTION = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+
+class RewardSettings(Strict):
+    """One reward: a metric of eval.metrics' kind, or a project function 'module.path:function' with the same
+    signature as a custom metric: f(prediction, reference) -> score in [0, 1] (None = not applicable, counts 0)."""
+
+    name: str = Field(description="A built-in metric (exact_match, json_valid, json_field_accuracy, classification, "
+                      "regex_match, token_f1, ...) or 'module.path:function' inside the project.")
+    weight: float = Field(1.0, description="Weight in the summed reward.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        metrics = list(get_args(MetricName))
+        if name in metrics or re.match(REWARD_FUNCTION, name):
+            return name
+        close = difflib.get_close_matches(name, metrics, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown reward {name!r}{hint}: name a metric ({', '.join(metrics)}) or a project "
+                         "function 'module.path:function'")
+
+
+class GrpoSettings(Strict):
+    """Group relative policy optimisation (trl GRPOTrainer): sample num_generations answers per prompt, score them
+    with the rewards against the row's reference, and move towards the better ones."""
+
+    rewards: list[RewardSettings] = Field(default_factory=list, description="What is optimised, e.g. "
+                                          "[{name: json_field_accuracy, weight: 1.0}, json_valid]; the same "
+                                          "functions eval reports.")
+    num_generations: int = Field(4, ge=2, description="Answers sampled per prompt (the group); trl's default is 8.")
+    max_completion_length: int = Field(128, ge=1, description="Tokens generated per answer.")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the generations.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    beta: float = Field(0.0, ge=0.0, description="KL penalty towards the reference model; trl's default 0 (no "
+                        "reference model, as in DAPO and Dr. GRPO); e.g. 0.04 as in the DeepSeekMath paper.")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("dapo", description="trl's loss normalisation.")
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Divide advantages by the reward "
+                                                             "std of the group, of the batch, or not at all.")
+    vllm: Literal["auto", "off", "colocate", "server"] = Field(
+        "auto", description="Generation engine: auto = vLLM colocated on GPUs when it is installed, else "
+        "transformers generate (always on CPU).")
+    vllm_server_url: str | None = Field(None, description="For vllm: server, the `trl vllm-serve` endpoint.")
+
+    @model_validator(mode="after")
+    def _server_url(self) -> "GrpoSettings":
+        if (self.vllm == "server") != (self.vllm_server_url is not None):
+            raise ValueError("grpo.vllm: server needs grpo.vllm_server_url, and the url needs vllm: server")
+        return self
+
+
+METHOD_SECTIONS = ("dpo", "orpo", "kto", "grpo")
+
+
 class ApiPrice(Strict):
     """A paid API's price in currency units per 1M tokens, to compare with the cost of the tuned model."""
 
@@ -469,6 +618,8 @@ class TrackingSettings(Strict):
 class Recipe(Strict):
     """One fine-tuning run, from data to evaluation."""
 
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)  # "peft.init_adapter" -> "file:line" (load_recipe)
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                       description="Run name; the run folder is <output_dir>/<name>.")
     output_dir: str = Field("runs", description="Parent of the run folder, relative to the working directory.")
@@ -478,17 +629,68 @@ class Recipe(Strict):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    dpo: DpoSettings | None = Field(None, description="Settings of training.method: dpo (defaults when absent).")
+    orpo: OrpoSettings | None = Field(None, description="Settings of training.method: orpo.")
+    kto: KtoSettings | None = Field(None, description="Settings of training.method: kto.")
+    grpo: GrpoSettings | None = Field(None, description="Settings of training.method: grpo (needs rewards).")
+
+    def method_settings(self) -> Any:
+        """The settings section of training.method (its defaults when the recipe leaves it out); None for sft."""
+        method = self.training.method
+        if method == "sft":
+            return None
+        given = getattr(self, method)
+        return given if given is not None else type(self).model_fields[method].annotation.__args__[0]()
+
+    @property
+    def init_adapter_dir(self) -> str | None:
+        """The adapter folder training starts from (peft.init_adapter, or peft.from_run's adapter), or None."""
+        if self.peft.from_run is not None:
+            return f"{self.output_dir}/{self.peft.from_run}/adapter"
+        return self.peft.init_adapter
+
+    @model_validator(mode="after")
+    def _method_and_data(self) -> "Recipe":
+        method = self.training.method
+        for section in METHOD_SECTIONS:
+            if getattr(self, section) is not None and section != method:
+                raise PydanticCustomError("tailor_method_section", "{key} settings are given but training.method "
+                                          "is {method}: set training.method: {key} or remove the section",
+                                          {"key": section, "method": method})
+        if method == "grpo" and (self.grpo is None or not self.grpo.rewards):
+            raise PydanticCustomError("tailor_grpo_rewards", "method grpo needs rewards to optimise, e.g. "
+                                      "grpo.rewards: [json_valid, json_field_accuracy] (any metric eval reports, or "
+                                      "a project function 'module.path:function')", {"key": "training.method"})
+        allowed = {"dpo": ("preference",), "orpo": ("preference",), "kto": ("preference", "unpaired_preference")}
+        for index, source in enumerate(self.data.sources):
+            preference = source.format in ("preference", "unpaired_preference")
+            if method in allowed and source.format not in allowed[method]:
+                raise PydanticCustomError(
+                    "tailor_method_format", "training.method {method} trains on {formats} data, this source is "
+                    "{format}", {"key": f"data.sources.{index}.format", "method": method,
+                                 "formats": " or ".join(allowed[method]), "format": source.format})
+            if method not in allowed and preference:
+                raise PydanticCustomError(
+                    "tailor_method_format", "{format} data needs training.method dpo, orpo or kto (method is "
+                    "{method})", {"key": f"data.sources.{index}.format", "method": method, "format": source.format})
+            if method == "grpo" and source.format == "text":
+                raise PydanticCustomError(
+                    "tailor_method_format", "grpo samples answers to prompts: plain text rows have none",
+                    {"key": f"data.sources.{index}.format"})
+        return self
 
     @model_validator(mode="after")
     def _metric_options(self) -> "Recipe":
         needs = {"json_field_accuracy": "json_fields", "json_schema_valid": "json_schema", "regex_match": "regex",
                  "classification": "labels"}
+        rewards = [r.name for r in self.grpo.rewards] if self.grpo is not None else []
         for metric, option in needs.items():
             given = getattr(self.eval, option) is not None
-            if given and metric not in self.eval.metrics:
-                raise ValueError(f"eval.{option} is set but eval.metrics lacks {metric}")
-            if metric in self.eval.metrics and not given and option != "json_fields":
-                raise ValueError(f"eval.metrics has {metric}, which needs eval.{option}")
+            if given and metric not in self.eval.metrics and metric not in rewards:
+                raise ValueError(f"eval.{option} is set but eval.metrics (and grpo.rewards) lack {metric}")
+            for where, names in (("eval.metrics", self.eval.metrics), ("grpo.rewards", rewards)):
+                if metric in names and not given and option != "json_fields":
+                    raise ValueError(f"{where} has {metric}, which needs eval.{option}")
         return self
 
     @model_validator(mode="after")
