@@ -326,12 +326,11 @@ class TrainingSettings(Strict):
     @model_validator(mode="after")
     def _extra_is_trl_config(self) -> "TrainingSettings":
         config = TRL_CONFIGS[self.method]
+        set_here = {**SFT_SET_BY_TAILOR, **METHOD_SET_BY_TAILOR[self.method]}
         for key in self.extra:
-            if key in SFT_SET_BY_TAILOR or key in METHOD_SET_BY_TAILOR:
-                raise PydanticCustomError(
-                    "tailor_extra_set", "tailor sets {config}.{name} itself: use {use}",
-                    {"key": f"extra.{key}", "name": key, "config": config,
-                     "use": SFT_SET_BY_TAILOR.get(key) or METHOD_SET_BY_TAILOR[key]})
+            if key in set_here:
+                raise PydanticCustomError("tailor_extra_set", "tailor sets {config}.{name} itself: use {use}",
+                                          {"key": f"extra.{key}", "name": key, "config": config, "use": set_here[key]})
         if not self.extra:
             return self
         fields = trl_config_fields(self.method)  # imports trl: only for a recipe that uses extra
@@ -386,15 +385,18 @@ SFT_SET_BY_TAILOR = {
 }
 
 
-# Fields of the other methods' trl configs that tailor sets from the method's own recipe section.
-METHOD_SET_BY_TAILOR = {
-    "beta": "the method section's beta (dpo.beta, grpo.beta ...)", "loss_type": "dpo.loss_type / grpo.loss_type",
-    "label_smoothing": "dpo.label_smoothing", "desirable_weight": "kto.desirable_weight",
-    "undesirable_weight": "kto.undesirable_weight", "num_generations": "grpo.num_generations",
-    "max_completion_length": "grpo.max_completion_length", "temperature": "grpo.temperature",
-    "reward_weights": "grpo.rewards (weight of each)", "scale_rewards": "grpo.scale_rewards",
-    "use_vllm": "grpo.vllm", "vllm_mode": "grpo.vllm", "vllm_server_base_url": "grpo.vllm_server_url",
-    "top_p": "grpo.top_p", "generation_batch_size": "grpo.num_generations and training.batch_size",
+# Fields of each other method's trl config that tailor sets from the method's own recipe section.
+METHOD_SET_BY_TAILOR: dict[str, dict[str, str]] = {
+    "sft": {},
+    "dpo": {"beta": "dpo.beta", "loss_type": "dpo.loss_type", "label_smoothing": "dpo.label_smoothing"},
+    "orpo": {"beta": "orpo.beta"},
+    "kto": {"beta": "kto.beta", "desirable_weight": "kto.desirable_weight",
+            "undesirable_weight": "kto.undesirable_weight"},
+    "grpo": {"beta": "grpo.beta", "loss_type": "grpo.loss_type", "num_generations": "grpo.num_generations",
+             "max_completion_length": "grpo.max_completion_length", "temperature": "grpo.temperature",
+             "top_p": "grpo.top_p", "reward_weights": "grpo.rewards (weight of each)",
+             "scale_rewards": "grpo.scale_rewards", "use_vllm": "grpo.vllm", "vllm_mode": "grpo.vllm",
+             "vllm_server_base_url": "grpo.vllm_server_url", "log_completions": "tracking.log_samples"},
 }
 TRL_CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "orpo": "ORPOConfig", "kto": "KTOConfig",
                "grpo": "GRPOConfig"}

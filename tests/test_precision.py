@@ -108,10 +108,10 @@ def test_gpu_choice_follows_compute_capability(monkeypatch: pytest.MonkeyPatch, 
 def test_sft_config_follows_the_precision(tmp_path: Path) -> None:
     from tailor.runs import RunPaths
     from tailor.schema import Recipe
-    from train.config import sft_config
+    from train.config import trainer_config
 
     recipe = Recipe.model_validate({"name": "p", "model": {"name_or_path": "-"}, "data": {"sources": [{"path": "-"}]},
                                     "tracking": {"mode": "disabled"}})
     for name, bf16, fp16 in (("bf16", True, False), ("fp32", False, False)):
-        args = sft_config(recipe, RunPaths(tmp_path), use_cpu=True, precision=name, report_to=["none"])
+        args = trainer_config(recipe, RunPaths(tmp_path), use_cpu=True, precision=name, report_to=["none"])
         assert (args.bf16, args.fp16) == (bf16, fp16)

@@ -172,12 +172,12 @@ def test_both_names_of_one_setting_are_refused_naming_both(tmp_path: Path) -> No
 
 def test_training_extra_reaches_sft_config_last(tmp_path: Path) -> None:
     from tailor.runs import RunPaths
-    from train.config import sft_config
+    from train.config import trainer_config
 
     path = write(tmp_path / "r.yaml", MINIMAL + "training:\n  extra: {neftune_noise_alpha: 5.0}\n")
     recipe = load_recipe(path, ["training.extra.adam_beta2=0.95"])
     assert recipe.training.extra == {"neftune_noise_alpha": 5.0, "adam_beta2": 0.95}
-    args = sft_config(recipe, RunPaths(tmp_path / "run"), use_cpu=True, precision="fp32", report_to=["none"])
+    args = trainer_config(recipe, RunPaths(tmp_path / "run"), use_cpu=True, precision="fp32", report_to=["none"])
     assert args.neftune_noise_alpha == 5.0 and args.adam_beta2 == 0.95 and args.learning_rate == recipe.training.lr
 
 
@@ -194,10 +194,10 @@ def test_unknown_or_tailor_set_extra_key_is_refused_with_file_line_key(tmp_path:
 def test_every_sft_config_argument_tailor_sets_is_refused_in_extra(tmp_path: Path) -> None:
     from tailor.runs import RunPaths
     from tailor.schema import SFT_SET_BY_TAILOR, sft_config_fields
-    from train.config import sft_kwargs
+    from train.config import common_kwargs
 
     recipe = load_recipe(write(tmp_path / "r.yaml", MINIMAL))
-    assert set(sft_kwargs(recipe, RunPaths(tmp_path), True, "fp32", ["none"])) == set(SFT_SET_BY_TAILOR)
+    assert set(common_kwargs(recipe, RunPaths(tmp_path), True, "fp32", ["none"])) == set(SFT_SET_BY_TAILOR)
     assert set(SFT_SET_BY_TAILOR) <= sft_config_fields()
 
 

@@ -35,17 +35,27 @@ class Checkpoint:
     info: dict[str, Any]
 
 
-def training_key(recipe: Recipe, data_hash: str) -> str:
-    """Hash of everything that defines the trained adapter except how the work is split across processes."""
+def training_key(recipe: Recipe, data_hash: str, init_adapter: dict[str, Any] | None = None) -> str:
+    """Hash of everything that defines the trained adapter except how the work is split across processes: the
+    method's own section and the starting adapter's weights too, when there are any (SFT keys stay as they were)."""
     training = {k: v for k, v in recipe.training.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
-    return _hash_json({"model": recipe.model.model_dump(mode="json"), "peft": recipe.peft.model_dump(mode="json"),
-                       "training": training, "data_hash": data_hash})
+    method = recipe.method_settings()
+    if training.get("method") == "sft":
+        training.pop("method")
+    extra = {"method": method.model_dump(mode="json")} if method is not None else {}
+    if init_adapter is not None:
+        extra["init_adapter"] = init_adapter["sha256"]
+    peft = {k: v for k, v in recipe.peft.model_dump(mode="json").items()
+            if not (k in ("init_adapter", "from_run") and v is None)}
+    return _hash_json({"model": recipe.model.model_dump(mode="json"), "peft": peft,
+                       "training": training, "data_hash": data_hash, **extra})
 
 
-def marker_info(recipe: Recipe, data_hash: str, world_size: int, grad_accum: int, step: int) -> dict[str, Any]:
+def marker_info(recipe: Recipe, data_hash: str, world_size: int, grad_accum: int, step: int,
+                init_adapter: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a complete checkpoint records about the run that made it."""
     batch = recipe.training.batch_size
-    return {"step": step, "training_key": training_key(recipe, data_hash), "world_size": world_size,
+    return {"step": step, "training_key": training_key(recipe, data_hash, init_adapter), "world_size": world_size,
             "batch_size": batch, "grad_accum": grad_accum, "global_batch": batch * grad_accum * world_size,
             "recipe": recipe.model_dump(mode="json")}
 
@@ -87,15 +97,18 @@ def discard(paths: RunPaths) -> None:
     shutil.rmtree(paths.checkpoints_dir, ignore_errors=True)
 
 
-def choose_resume(recipe: Recipe, data_hash: str, world_size: int, complete: list[Checkpoint]) -> Checkpoint | None:
+def choose_resume(recipe: Recipe, data_hash: str, world_size: int, complete: list[Checkpoint],
+                  init_adapter: dict[str, Any] | None = None) -> Checkpoint | None:
     """The latest complete checkpoint, or None; raises when its settings differ or its global batch cannot be kept."""
     if not complete:
         return None
     latest = complete[-1]
-    if latest.info.get("training_key") != training_key(recipe, data_hash):
-        sections = ("model", "data", "peft", "training")
+    if latest.info.get("training_key") != training_key(recipe, data_hash, init_adapter):
+        sections = ("model", "data", "peft", "training", recipe.training.method)
         old, new = latest.info.get("recipe", {}), recipe.model_dump(mode="json")
-        changed = _changed_keys({k: old.get(k) for k in sections}, {k: new[k] for k in sections})
+        changed = _changed_keys({k: old.get(k) for k in sections}, {k: new.get(k) for k in sections})
+        if init_adapter is not None and not changed:
+            changed = ["the adapter it starts from (peft.init_adapter) was retrained"]
         raise TailorError(f"{latest.path} was saved with other settings ({', '.join(changed) or 'data changed'}); "
                           "resuming would mix two trainings. Start over with ARGS=\"training.resume=false\" "
                           "(removes the checkpoints), or give the new run another name.")

@@ -6,11 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from tailor.choices import optimizer_name, use_liger
 from tailor.runs import RunPaths
-from tailor.schema import SFT_SET_BY_TAILOR, Recipe
+from tailor.schema import METHOD_SET_BY_TAILOR, SFT_SET_BY_TAILOR, Recipe, trl_config_class
 
 if TYPE_CHECKING:
     from peft import LoraConfig
     from trl import SFTConfig
+
+NOT_IN = {"packing": ("dpo", "orpo", "kto", "grpo"), "max_length": ("grpo",), "dataset_num_proc": ("grpo",)}
 
 
 def lora_config(recipe: Recipe, model: Any = None) -> "LoraConfig":
@@ -25,24 +27,63 @@ def lora_config(recipe: Recipe, model: Any = None) -> "LoraConfig":
                       use_rslora=settings.use_rslora, use_dora=settings.use_dora, bias="none", task_type="CAUSAL_LM")
 
 
-def sft_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, precision: str, report_to: list[str],
-               strategy: str = "single", grad_accum: int | None = None) -> "SFTConfig":
-    """trl's SFTConfig for the recipe, with training.extra (checked against SFTConfig's fields at recipe load)."""
-    from trl import SFTConfig
-
-    kwargs = sft_kwargs(recipe, paths, use_cpu, precision, report_to, strategy, grad_accum)
+def trainer_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, precision: str, report_to: list[str],
+                   strategy: str = "single", grad_accum: int | None = None) -> "SFTConfig":
+    """trl's config of the recipe's training.method (SFTConfig, DPOConfig, ...), with training.extra (checked
+    against that config's fields at recipe load) passed last."""
+    method = recipe.training.method
+    kwargs = common_kwargs(recipe, paths, use_cpu, precision, report_to, strategy, grad_accum)
+    kwargs = {k: v for k, v in kwargs.items() if method not in NOT_IN.get(k, ())}
+    kwargs.update(method_kwargs(recipe, use_cpu))
     clash = sorted(set(kwargs) & set(recipe.training.extra))
-    if clash:  # the schema refuses these (SFT_SET_BY_TAILOR); a recipe built around it must not override silently
+    if clash:  # the schema refuses these; a recipe built around it must not override silently
         from tailor.errors import TailorError
 
+        owners = {**SFT_SET_BY_TAILOR, **METHOD_SET_BY_TAILOR[method]}
         raise TailorError(f"training.extra sets {', '.join(clash)}, which tailor sets from its own keys: "
-                          + "; ".join(f"{k}: {SFT_SET_BY_TAILOR.get(k, 'training')}" for k in clash))
-    return SFTConfig(**kwargs, **recipe.training.extra)
+                          + "; ".join(f"{k}: {owners.get(k, 'training')}" for k in clash))
+    return trl_config_class(method)(**kwargs, **recipe.training.extra)
 
 
-def sft_kwargs(recipe: Recipe, paths: RunPaths, use_cpu: bool, precision: str, report_to: list[str],
-               strategy: str = "single", grad_accum: int | None = None) -> dict[str, Any]:
-    """The SFTConfig arguments tailor sets from the recipe (every name is in tailor.schema.SFT_SET_BY_TAILOR)."""
+def method_kwargs(recipe: Recipe, use_cpu: bool) -> dict[str, Any]:
+    """The trl config fields of the method's own recipe section (every name is in METHOD_SET_BY_TAILOR)."""
+    method, settings = recipe.training.method, recipe.method_settings()
+    if method == "dpo":
+        return {"beta": settings.beta, "loss_type": [settings.loss_type], "label_smoothing": settings.label_smoothing}
+    if method == "orpo":
+        return {"beta": settings.beta}
+    if method == "kto":
+        return {"beta": settings.beta, "desirable_weight": settings.desirable_weight,
+                "undesirable_weight": settings.undesirable_weight}
+    if method == "grpo":
+        vllm = vllm_mode(settings.vllm, use_cpu)
+        return {"beta": settings.beta, "loss_type": settings.loss_type, "num_generations": settings.num_generations,
+                "max_completion_length": settings.max_completion_length, "temperature": settings.temperature,
+                "top_p": settings.top_p, "reward_weights": [r.weight for r in settings.rewards],
+                "scale_rewards": settings.scale_rewards, "use_vllm": vllm is not None, "vllm_mode": vllm or "colocate",
+                "vllm_server_base_url": settings.vllm_server_url, "log_completions": recipe.tracking.log_samples}
+    return {}
+
+
+def vllm_mode(choice: str, use_cpu: bool) -> str | None:
+    """GRPO's generation engine: None = transformers generate; "colocate"/"server" = trl's vLLM modes. auto picks
+    colocate on GPUs when vLLM is installed (as eval's backend does); a named mode without vLLM is an error."""
+    import importlib.util
+
+    installed = importlib.util.find_spec("vllm") is not None
+    if choice == "off" or (choice == "auto" and (use_cpu or not installed)):
+        return None
+    if not installed or use_cpu:
+        from tailor.errors import TailorError
+
+        raise TailorError(f"grpo.vllm: {choice} needs vLLM on a GPU machine ("
+                          + ("vLLM is not installed" if not installed else "no GPU here") + "); use grpo.vllm: auto")
+    return "colocate" if choice == "auto" else choice
+
+
+def common_kwargs(recipe: Recipe, paths: RunPaths, use_cpu: bool, precision: str, report_to: list[str],
+                  strategy: str = "single", grad_accum: int | None = None) -> dict[str, Any]:
+    """The trl config arguments every method shares, set from the recipe (each name is in SFT_SET_BY_TAILOR)."""
     t = recipe.training
     return dict(
         output_dir=str(paths.checkpoints_dir), learning_rate=t.lr, lr_scheduler_type=t.lr_scheduler,

@@ -20,30 +20,37 @@ from tailor.errors import TailorError
 from tailor.runs import RunPaths, atomic_dir, read_json, run_paths, update_record
 from tailor.schema import Recipe
 
-COLUMNS = ["input_ids", "assistant_masks"]  # what the trainer reads of the prepared data
-
-
 def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list | None = None
                   ) -> tuple[Any, Any, dict[str, Any]]:
-    """Everything up to training: (trainer, tokenizer, data manifest with the chosen `precision` record added)."""
+    """Everything up to training: (trainer, tokenizer, data manifest with the chosen `precision` record and the
+    `init_adapter` record added)."""
     import torch
     from datasets import load_dataset
     from transformers import set_seed
-    from trl import SFTTrainer
 
     from tailor.contract import check_prepared_data
     from tailor.models import load_model, load_tokenizer
     from tailor.precision import resolve_precision
     from train import lm_head
-    from train.config import lora_config, sft_config
+    from train.config import lora_config, trainer_config
+    from train.init_adapter import init_adapter_record, load_adapter
+    from train.trainers import COLUMNS, trainer_class
 
+    method = recipe.training.method
     paths = run_paths(recipe)
     lm_head.apply(recipe.training.compact_lm_head)
     manifest = check_prepared_data(recipe, paths)
+    init = init_adapter_record(recipe)
+    method_args: dict[str, Any] = {}
+    if method == "grpo":
+        from train.rewards import check_rewards, reward_functions
+
+        check_rewards(recipe)
+        method_args["reward_funcs"] = reward_functions(recipe)[0]
     # under `python -m train` the launcher has already warned about a forced precision: say it once
     precision = resolve_precision(recipe.training.mixed_precision, warn=not os.environ.get("TAILOR_LAUNCHER"))
     set_seed(recipe.training.seed)
-    dataset = load_dataset("parquet", data_files=str(paths.train_data), split="train").select_columns(COLUMNS)
+    dataset = load_dataset("parquet", data_files=str(paths.train_data), split="train").select_columns(COLUMNS[method])
     eval_dataset = _eval_slice(recipe, paths) if recipe.training.eval_steps else None
     tokenizer = load_tokenizer(recipe.model)
     qlora = recipe.peft.method == "qlora"
@@ -54,12 +61,15 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
 
         device_map = {"": PartialState().local_process_index}
     model = load_model(recipe.model, quantize_4bit=qlora, device_map=device_map)
+    if init is not None:
+        model = load_adapter(model, init)  # trained on; DPO/KTO/GRPO keep a frozen copy as the reference
     report_to = [recipe.tracking.backend] if recipe.tracking.mode != "disabled" else ["none"]
-    args = sft_config(recipe, paths, use_cpu=use_cpu, precision=precision.name, report_to=report_to,
-                      strategy=os.environ.get("TAILOR_STRATEGY", "single"), grad_accum=grad_accum)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
-                         processing_class=tokenizer, peft_config=lora_config(recipe, model), callbacks=callbacks)
-    return trainer, tokenizer, {**manifest, "precision": precision.record()}
+    args = trainer_config(recipe, paths, use_cpu=use_cpu, precision=precision.name, report_to=report_to,
+                          strategy=os.environ.get("TAILOR_STRATEGY", "single"), grad_accum=grad_accum)
+    trainer = trainer_class(method)(
+        model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset, processing_class=tokenizer,
+        peft_config=None if init is not None else lora_config(recipe, model), callbacks=callbacks, **method_args)
+    return trainer, tokenizer, {**manifest, "precision": precision.record(), "init_adapter": init}
 
 
 def _eval_slice(recipe: Recipe, paths: RunPaths) -> Any:
@@ -70,7 +80,7 @@ def _eval_slice(recipe: Recipe, paths: RunPaths) -> Any:
     dataset = load_dataset("parquet", data_files=str(paths.eval_set_data(name)), split="train")
     if len(dataset) == 0:
         raise TailorError(f"training.eval_steps: eval set {name!r} has no rows to score.")
-    return dataset.select(range(min(recipe.training.eval_rows, len(dataset)))).select_columns(COLUMNS)
+    return dataset.select(range(min(recipe.training.eval_rows, len(dataset)))).select_columns(["input_ids", "assistant_masks"])
 
 
 def _eval_history(trainer: Any) -> dict[str, Any]:
@@ -95,6 +105,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     from tailor.tracking import finish_stage, start_stage
     from train import checkpoints
     from train.callbacks import CheckpointMarker, Heartbeat, PreemptionStop
+    from train.init_adapter import init_adapter_record
 
     import torch
 
@@ -104,22 +115,24 @@ def train(recipe: Recipe) -> dict[str, Any]:
                          timeout=timedelta(seconds=recipe.training.collective_timeout_s))
     world = state.num_processes
     data_hash = check_prepared_data(recipe, paths)["data_hash"]
-    key = checkpoints.training_key(recipe, data_hash)
+    init = init_adapter_record(recipe)  # before any model loads: refuses a wrong starting adapter
+    key = checkpoints.training_key(recipe, data_hash, init)
     if _already_trained(paths, key, recipe):
         return read_json(paths.adapter_dir / "train_metrics.json")
 
-    resume, grad_accum = _resume_point(recipe, paths, data_hash, world, state)
+    resume, grad_accum = _resume_point(recipe, paths, data_hash, world, state, init)
     launch_dir = paths.root / "launch"
     heartbeat = Heartbeat(launch_dir, state.process_index)
     stop = PreemptionStop(launch_dir / "STOP", heartbeat)
-    marker = CheckpointMarker(lambda step: checkpoints.marker_info(recipe, data_hash, world, grad_accum, step))
+    marker = CheckpointMarker(lambda step: checkpoints.marker_info(recipe, data_hash, world, grad_accum, step, init))
     callbacks = [heartbeat, stop, marker]  # heartbeat first: its step-end beat precedes the sync
     trainer, tokenizer, manifest = build_trainer(recipe, grad_accum=grad_accum, callbacks=callbacks)
     precision = manifest["precision"]
     if state.is_main_process:
         print(f"train: precision {precision['name']} ({precision['reason']})", flush=True)
     run = start_stage(recipe, "train", {"data_hash": data_hash, "resumed_from": resume and resume.path.name,
-                                        "precision": precision}) if state.is_main_process else None
+                                        "precision": precision, "method": recipe.training.method,
+                                        "init_adapter": init}) if state.is_main_process else None
     started = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
     seconds = time.time() - started
@@ -131,8 +144,9 @@ def train(recipe: Recipe) -> dict[str, Any]:
                "tokens_per_second": round(tokens_seen / seconds, 1) if seconds else None,
                "resumed_from_step": resume.step if resume else None, "training_key": key,
                "strategy": os.environ.get("TAILOR_STRATEGY", "single"), "precision": precision,
+               "method": recipe.training.method, "init_adapter": init,
                "loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h],
-               **_eval_history(trainer)}
+               **method_curves(trainer.state.log_history), **_eval_history(trainer)}
     if stop.stopped_at is not None:
         state.wait_for_everyone()
         if state.is_main_process:
@@ -146,7 +160,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
     _save_adapter(trainer, tokenizer, recipe, metrics, paths, state)
     if state.is_main_process:
-        summary = {k: v for k, v in metrics.items() if k != "loss_history"}
+        summary = {k: v for k, v in metrics.items() if k not in ("loss_history", "curves")}
         update_record(paths, "train", summary)
         finish_stage(run, summary)
         print(f"train: {metrics['steps']} steps, final mean loss {metrics['train_loss']:.4f}, "
@@ -155,7 +169,26 @@ def train(recipe: Recipe) -> dict[str, Any]:
     return metrics
 
 
-def _resume_point(recipe: Recipe, paths: RunPaths, data_hash: str, world: int, state: Any):
+CURVES = ("rewards/", "reward", "kl", "logps/", "logits/", "completions/", "frac_reward_zero_std", "entropy",
+          "clip_ratio", "nll_loss", "log_odds", "sft_loss")  # trl's method signals, as logged
+
+
+def method_curves(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The method's own signals per logged step (DPO reward margins, GRPO rewards per function and their std, KL,
+    completion lengths ...) as trl logs them to W&B, for the run record: {"curves": {name: [[step, value], ...]},
+    "final": {name: last value}}; empty for SFT."""
+    curves: dict[str, list] = {}
+    for entry in history:
+        for name, value in entry.items():
+            if name.startswith(CURVES) and isinstance(value, (int, float)) and "step" in entry:
+                curves.setdefault(name, []).append([entry["step"], round(float(value), 6)])
+    if not curves:
+        return {}
+    return {"curves": curves, "final": {name: points[-1][1] for name, points in curves.items()}}
+
+
+def _resume_point(recipe: Recipe, paths: RunPaths, data_hash: str, world: int, state: Any,
+                  init: dict[str, Any] | None = None):
     """(checkpoint to resume or None, grad_accum to use). Rank 0 tidies the folder; everyone reads the same answer."""
     from train import checkpoints
 
@@ -169,7 +202,7 @@ def _resume_point(recipe: Recipe, paths: RunPaths, data_hash: str, world: int, s
                   flush=True)
     state.wait_for_everyone()
     complete, _ = checkpoints.scan(paths)
-    resume = checkpoints.choose_resume(recipe, data_hash, world, complete)
+    resume = checkpoints.choose_resume(recipe, data_hash, world, complete, init)
     grad_accum = checkpoints.resume_accum(recipe, resume, world) if resume else recipe.training.grad_accum
     if resume and state.is_main_process:
         note = ""
@@ -204,6 +237,8 @@ def _save_adapter(trainer: Any, tokenizer: Any, recipe: Recipe, metrics: dict, p
     trainer.save_model(str(staging))
     state.wait_for_everyone()
     if state.is_main_process:
+        # DPO/KTO/GRPO from an init adapter keep a frozen copy named "ref" (trl), which peft saves in ref/
+        shutil.rmtree(staging / "ref", ignore_errors=True)
         with atomic_dir(paths.adapter_dir) as tmp:
             for item in staging.iterdir():
                 shutil.move(str(item), tmp / item.name)
