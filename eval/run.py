@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from eval.scoring import check_applicable, compare, compare_pair, metric_names, score  # noqa: F401 (re-export)
-from eval.thinking import split_thinking, thinking_summary
 from eval.variants import Variant, check_adapter, check_model_folder, from_run, read_predictions
 from tailor.errors import TailorError
 from tailor.hashing import file_sha256
 from tailor.recipe import recipe_hash
 from tailor.runs import RunPaths, atomic_dir, read_json, run_paths, update_record
 from tailor.schema import Recipe
+from tailor.thinking import split_thinking, thinking_summary
 
 
 def plan_variants(recipe: Recipe, paths: RunPaths, chat: list[dict], adapter: Path | None = None,

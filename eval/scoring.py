@@ -5,25 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Callable
 
-from eval.metrics import exact_match, json_field_accuracy, json_field_scores, json_valid, label_match
-from eval.text_metrics import TEXT_METRICS, classification_report
+from eval.classification import classification_report
 from tailor.errors import TailorError
+from tailor.metrics import all_metrics, json_field_scores, load_metric, metric_name, metric_options
 from tailor.schema import Recipe
 
 WHY_NOT_APPLICABLE = {"json_field_accuracy": "the references are not JSON objects",
                       "classification": "no reference is one of eval.labels"}
 
 
-def all_metrics() -> dict[str, Callable[..., float | None]]:
-    """Every per-row metric a recipe can name."""
-    return {"exact_match": exact_match, "json_valid": json_valid, "json_field_accuracy": json_field_accuracy,
-            "classification": label_match, **TEXT_METRICS}
-
-
 def metric_functions(recipe: Recipe) -> dict[str, Callable[..., float | None]]:
     """Every metric the recipe asks for, built-in first, then its custom ones (by function name)."""
-    from eval.custom import load_metric, metric_name
-
     registry = all_metrics()
     functions = {name: registry[name] for name in recipe.eval.metrics}
     for spec in recipe.eval.custom_metrics:
@@ -36,13 +28,7 @@ def metric_functions(recipe: Recipe) -> dict[str, Callable[..., float | None]]:
 
 
 def metric_names(recipe: Recipe) -> list[str]:
-    from eval.custom import metric_name
-
     return [*recipe.eval.metrics, *(metric_name(s) for s in recipe.eval.custom_metrics)]
-
-
-def _options(recipe: Recipe) -> dict[str, Any]:
-    return {"fields": recipe.eval.json_fields, "pattern": recipe.eval.regex, "schema": recipe.eval.json_schema}
 
 
 def check_applicable(rows: list[dict], recipe: Recipe) -> None:
@@ -50,7 +36,7 @@ def check_applicable(rows: list[dict], recipe: Recipe) -> None:
     references): such a metric would report nothing, or worse, a number over no rows."""
     if not rows:
         return
-    options = _options(recipe)
+    options = metric_options(recipe)
     for name, function in metric_functions(recipe).items():
         if name == "classification":
             _classification([row["reference"] for row in rows], rows, recipe.eval.labels or [])
@@ -65,7 +51,7 @@ def score(predictions: list[str | None], rows: list[dict],
           recipe: Recipe) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Mean of each metric over the rows where it applies, plus per-row scores (None = not applicable, or no
     prediction for that row: counted in `missing_rows`)."""
-    options = _options(recipe)
+    options = metric_options(recipe)
     per_row: list[dict[str, Any]] = [{} for _ in rows]
     summary: dict[str, Any] = {}
     present = [i for i, p in enumerate(predictions) if p is not None]

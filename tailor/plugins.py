@@ -23,7 +23,9 @@ def load_project_function(spec: str, key: str) -> Callable[..., Any]:
     if Path.cwd().resolve() not in origin.parents:
         raise TailorError(f"{key}: {spec!r} lives outside the project ({origin}); custom code is only loaded from "
                           "inside the project folder.")
-    found = getattr(module, function, None)
-    if not callable(found):
+    if not hasattr(module, function):
         raise TailorError(f"{key}: {module_name} has no function {function!r}.")
+    found = getattr(module, function)
+    if not callable(found):
+        raise TailorError(f"{key}: {spec} is a {type(found).__name__}, not a function.")
     return found

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from eval.generate import cut_at_stop, generated_length
-from eval.thinking import split_thinking, thinking_summary
 from tailor.schema import EvalSettings
+from tailor.thinking import split_thinking, thinking_summary
 
 TAGS = ("<think>", "</think>")
 

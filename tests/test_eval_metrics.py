@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.metrics import exact_match, json_field_accuracy, json_field_scores, json_valid, parse_json
+from tailor.metrics import exact_match, json_field_accuracy, json_field_scores, json_valid, parse_json
 
 
 @pytest.mark.parametrize("prediction,reference,expected", [

@@ -63,7 +63,8 @@ def test_reference_outside_label_set_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("section,message", [
     ("metrics: [regex_match]\n", "needs eval.regex"),
     ("metrics: [json_schema_valid]\n", "needs eval.json_schema"),
-    ("metrics: [exact_match]\nlabels: [a]\n", "eval.labels is set but eval.metrics lacks classification"),
+    ("metrics: [exact_match]\nlabels: [a]\n",
+     r"eval.labels is set but eval.metrics \(and grpo.rewards\) lack classification"),
     ("metrics: [bleu]\n", "Input should be 'exact_match'"),
 ])
 def test_metric_options_are_checked(tmp_path: Path, section: str, message: str) -> None:

@@ -192,7 +192,7 @@ def test_template_outside_the_project_is_refused_unless_passed_on_the_command_li
 
 def test_custom_filter_and_metric_from_outside_the_project_are_refused() -> None:
     from data_prep.filters import load_filters
-    from eval.custom import load_metric
+    from tailor.metrics import load_metric
 
     with pytest.raises(TailorError, match="outside the project"):
         load_filters(["json:dumps"])

@@ -10,11 +10,10 @@ import pytest
 from rouge_score import rouge_scorer
 from sacrebleu import metrics
 
-from eval.text_metrics import (
-    OTHER,
-    TEXT_METRICS,
+from eval.classification import OTHER, classification_report
+from tailor.metrics import (
+    all_metrics,
     chrf,
-    classification_report,
     exact_match_normalized,
     json_schema_valid,
     normalize_answer,
@@ -312,9 +311,9 @@ def test_json_schema_valid_bad_schema() -> None:
 # ----------------------------------------------------------------------------------------------- registry
 
 
-def test_text_metrics_share_the_per_row_signature() -> None:
+def test_metrics_share_the_per_row_signature() -> None:
     options = {"pattern": r".*", "schema": {"type": "object"}, "unused_option": 1}
-    for name, fn in TEXT_METRICS.items():
+    for name, fn in all_metrics().items():
         score = fn('{"a": 1}', '{"a": 1}', **options)
         assert score == 1.0, name
 

@@ -1,4 +1,5 @@
-"""Thinking models (Qwen3, DeepSeek-R1): score the answer after the reasoning block, report the block's length."""
+"""Thinking models (Qwen3, DeepSeek-R1): score the answer after the reasoning block (eval's metrics and GRPO's
+rewards alike, with the recipe's eval.think_tags), report the block's length."""
 
 from __future__ import annotations
 

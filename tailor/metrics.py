@@ -1,6 +1,9 @@
-"""Text-similarity, format and classification metrics for generated answers.
+"""Per-row task metrics: ``fn(prediction, reference, **options) -> float | None``, a score in [0, 1] (None when
+the row does not apply). eval reports them; GRPO training optimises them as rewards (``train.rewards``), so what is
+optimised is what is reported.
 
-Per-row metrics are ``fn(prediction, reference, **options) -> float | None`` in [0, 1], as in ``eval.metrics``.
+``all_metrics`` names the built-in ones (the recipe's ``eval.metrics``, ``MetricName``), ``metric_options`` gives
+their options from the recipe's eval section, ``load_metric`` loads a project function 'module.path:function'.
 The overlap metrics (``token_f1``, ``rouge_l``, ``chrf``) score 1.0 when both sides are empty after their own
 preprocessing (``rouge_score`` and ``sacrebleu`` say 0.0 there) and 0.0 when exactly one is.
 """
@@ -8,16 +11,85 @@ preprocessing (``rouge_score`` and ``sacrebleu`` say 0.0 there) and 0.0 when exa
 from __future__ import annotations
 
 import json
+import math
 import re
 import string
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
 from functools import lru_cache
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from eval.metrics import parse_json
+from tailor.errors import TailorError
+from tailor.plugins import load_project_function
+
+if TYPE_CHECKING:
+    from tailor.schema import Recipe
+
+Metric = Callable[..., float | None]
+
+_FENCE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?```$", re.DOTALL)
+
+
+def parse_json(text: str) -> tuple[bool, Any]:
+    """Parse a model answer as JSON; a single surrounding ``` fence is allowed. Returns (ok, value)."""
+    text = text.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    try:
+        return True, json.loads(text)
+    except (json.JSONDecodeError, ValueError):
+        return False, None
+
+
+def exact_match(prediction: str, reference: str, **_: Any) -> float:
+    """1 when the answer equals the reference after trimming surrounding whitespace."""
+    return float(prediction.strip() == reference.strip())
+
+
+def json_valid(prediction: str, reference: str, **_: Any) -> float:
+    """1 when the answer parses as JSON."""
+    return float(parse_json(prediction)[0])
+
+
+def _normalize(value: Any) -> Any:
+    """Compare lists of scalars as multisets (order-free), everything else as is."""
+    if isinstance(value, list) and all(isinstance(v, (str, int, float, bool, type(None))) for v in value):
+        return sorted(value, key=lambda v: (str(type(v)), str(v)))
+    return value
+
+
+def json_field_scores(prediction: str, reference: str, fields: list[str] | None = None) -> dict[str, float] | None:
+    """Per-field correctness (1/0) of a JSON answer against a JSON reference (None: the reference is no object)."""
+    ok_ref, ref = parse_json(reference)
+    if not ok_ref or not isinstance(ref, dict):
+        return None
+    ok, pred = parse_json(prediction)
+    keys = fields if fields is not None else list(ref)
+    return {key: float(ok and isinstance(pred, dict) and key in pred and
+                       _normalize(pred[key]) == _normalize(ref.get(key))) for key in keys}
+
+
+def json_field_accuracy(prediction: str, reference: str, fields: list[str] | None = None, **_: Any) -> float | None:
+    """Share of the reference's fields (or `fields`) that the answer gets exactly right."""
+    scores = json_field_scores(prediction, reference, fields)
+    if scores is None or not scores:
+        return None
+    return sum(scores.values()) / len(scores)
+
+
+def normalize_label(text: str) -> str:
+    """A label as classification compares it: NFKC, trimmed, case-folded."""
+    return unicodedata.normalize("NFKC", text).strip().casefold()
+
+
+def label_match(prediction: str, reference: str, **_: Any) -> float:
+    """1 when the answer is the reference label (``normalize_label``): per-row classification accuracy."""
+    return float(normalize_label(prediction) == normalize_label(reference))
+
+
+# ----------------------------------------------------------------------------------------------- text similarity
 
 _ASCII_PUNCT = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
@@ -134,7 +206,7 @@ def _validator(schema_json: str) -> Any:
 
 
 def json_schema_valid(prediction: str, reference: str, schema: dict | bool | None = None, **_: Any) -> float:
-    """1 when the prediction parses as JSON (``eval.metrics.parse_json``) and validates against ``schema`` (draft
+    """1 when the prediction parses as JSON (``parse_json``) and validates against ``schema`` (draft
     from its ``$schema``, default latest; ``format`` not asserted). A missing or invalid schema raises ValueError."""
     if not isinstance(schema, (dict, bool)):
         raise ValueError(f"json_schema_valid needs a `schema` option (a dict), got {schema!r}")
@@ -143,74 +215,43 @@ def json_schema_valid(prediction: str, reference: str, schema: dict | bool | Non
     return float(ok and validator.is_valid(value))
 
 
-TEXT_METRICS: dict[str, Callable[..., float | None]] = {
-    f.__name__: f for f in (exact_match_normalized, token_f1, rouge_l, chrf, regex_match, json_schema_valid)}
-
-OTHER = "<other>"
+# ----------------------------------------------------------------------------------------------- registry
 
 
-@dataclass
-class ClassificationReport:
-    """Corpus-level scores: ``per_label[label]`` (precision, recall, f1, support) and ``confusion[reference][answer]``
-    whose columns are the labels plus ``"<other>"``, the predictions outside the label set (``outside_label_set``)."""
-
-    accuracy: float
-    macro_f1: float
-    per_label: dict[str, dict[str, float]] = field(default_factory=dict)
-    confusion: dict[str, dict[str, int]] = field(default_factory=dict)
-    outside_label_set: int = 0
+def all_metrics() -> dict[str, Metric]:
+    """Every built-in per-row metric a recipe can name (eval.metrics, grpo.rewards)."""
+    text = (exact_match_normalized, token_f1, rouge_l, chrf, regex_match, json_schema_valid)
+    return {"exact_match": exact_match, "json_valid": json_valid, "json_field_accuracy": json_field_accuracy,
+            "classification": label_match, **{f.__name__: f for f in text}}
 
 
-def _norm_label(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).strip().casefold()
+def metric_options(recipe: Recipe) -> dict[str, Any]:
+    """The options every metric is called with, from the recipe's eval section (each takes the ones it needs)."""
+    return {"fields": recipe.eval.json_fields, "pattern": recipe.eval.regex, "schema": recipe.eval.json_schema}
 
 
-def classification_report(predictions: list[str], references: list[str], labels: list[str]) -> ClassificationReport:
-    """Accuracy, macro-F1, per-label scores and a confusion table for label predictions.
+# ----------------------------------------------------------------------------------------------- project metrics
 
-    Labels match after NFKC, strip and case-fold only; a prediction outside the label set is wrong, a reference
-    outside it raises ValueError. Undefined scores are 0 and macro-F1 averages over all ``labels``, as sklearn's
-    ``f1_score(refs, preds, average="macro", labels=labels, zero_division=0)``."""
-    if len(predictions) != len(references):
-        raise ValueError(f"classification_report: {len(predictions)} predictions but {len(references)} references")
-    if not references:
-        raise ValueError("classification_report: no rows to score")
-    if not labels:
-        raise ValueError("classification_report: empty label set")
-    canonical: dict[str, str] = {}
-    for label in labels:
-        key = _norm_label(label)
-        if key in canonical:
-            raise ValueError(f"classification_report: labels {canonical[key]!r} and {label!r} are the same "
-                             f"after normalisation")
-        if label == OTHER:
-            raise ValueError(f"classification_report: {OTHER!r} is reserved for predictions outside the label set")
-        canonical[key] = label
 
-    confusion = {label: {col: 0 for col in [*labels, OTHER]} for label in labels}
-    outside = correct = 0
-    for i, (pred, ref) in enumerate(zip(predictions, references)):
-        ref_label = canonical.get(_norm_label(ref))
-        if ref_label is None:
-            raise ValueError(f"classification_report: reference at row {i} is {ref!r}, which is not one of the "
-                             f"labels {labels}")
-        pred_label = canonical.get(_norm_label(pred))
-        if pred_label is None:
-            outside += 1
-            pred_label = OTHER
-        confusion[ref_label][pred_label] += 1
-        correct += pred_label == ref_label
+def metric_name(spec: str) -> str:
+    """The name a project metric 'module.path:function' has in results: its function name."""
+    return spec.partition(":")[2]
 
-    per_label: dict[str, dict[str, float]] = {}
-    for label in labels:
-        tp = confusion[label][label]
-        support = sum(confusion[label].values())
-        predicted = sum(confusion[ref][label] for ref in labels)
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        denom = predicted + support  # 2tp + fp + fn
-        f1 = 2 * tp / denom if denom else 0.0
-        per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": float(support)}
 
-    return ClassificationReport(correct / len(references), sum(s["f1"] for s in per_label.values()) / len(labels),
-                                per_label, confusion, outside)
+def load_metric(spec: str, key: str = "eval.custom_metrics") -> Metric:
+    """Import `module.path:function` from inside the project (``tailor.plugins``: no code from site-packages or
+    elsewhere on the machine); wrap it so a bad return value is a clear error naming `key`."""
+    found = load_project_function(spec, key)
+
+    def checked(prediction: str, reference: str, **_: Any) -> float | None:
+        value = found(prediction, reference)
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 <= value <= 1.0:
+            raise TailorError(f"{key}: {spec} returned {value!r}; a metric returns a number in [0, 1] "
+                              "(or None when the row does not apply).")
+        return float(value)
+
+    return checked
