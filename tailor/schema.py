@@ -343,10 +343,14 @@ class TrainingSettings(Strict):
         return self
 
     @model_validator(mode="after")
-    def _packing_is_sft(self) -> "TrainingSettings":
+    def _sft_only(self) -> "TrainingSettings":
         if self.method != "sft" and self.packing and "packing" in self.model_fields_set:
             raise PydanticCustomError("tailor_packing", "packing applies to method sft only ({method} batches one "
                                       "example per row): remove it", {"key": "packing", "method": self.method})
+        if self.method != "sft" and self.eval_steps is not None:
+            raise PydanticCustomError("tailor_eval_steps", "the held-out loss during training is SFT's; {method} "
+                                      "logs its own signals (rewards, margins) every logging_steps: remove it",
+                                      {"key": "eval_steps", "method": self.method})
         return self
 
     @model_validator(mode="after")

@@ -82,8 +82,15 @@ def stage(recipe: Recipe, args: argparse.Namespace) -> None:
     from tailor.precision import resolve_precision
     from tailor.runs import run_paths
 
+    from train.init_adapter import init_adapter_record
+
     paths = run_paths(recipe)
     check_prepared_data(recipe, paths)
+    init_adapter_record(recipe)  # a missing or wrong starting adapter, named by its recipe line
+    if recipe.training.method == "grpo":
+        from train.rewards import check_rewards
+
+        check_rewards(recipe)
     visible = torch.cuda.device_count()
     launch = launch_from_args(recipe, args)
     check_launch(recipe, launch, visible)

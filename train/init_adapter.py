@@ -42,7 +42,7 @@ def init_adapter_record(recipe: Recipe) -> dict[str, Any] | None:
     base = {k: trained.get("model", {}).get(k) for k in BASE_KEYS} if trained else \
         {"name_or_path": config.get("base_model_name_or_path")}
     ours = {k: getattr(recipe.model, k) for k in base}
-    if base != ours:
+    if _canonical(base) != _canonical(ours):
         raise TailorError(f"{where}: {path} was trained on base model {_show(base)}, this recipe fine-tunes "
                           f"{_show(ours)} (model.name_or_path at {origin(recipe, 'model.name_or_path')}). An adapter "
                           "only fits the base model it was trained on.")
@@ -63,6 +63,14 @@ def _trained_recipe(path: Path) -> dict[str, Any]:
         return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
     except ValueError:
         return {}
+
+
+def _canonical(base: dict[str, Any]) -> dict[str, Any]:
+    """A model location as compared: local folders resolved (a hub id or package name as given)."""
+    where = base.get("name_or_path")
+    if isinstance(where, str) and Path(where).expanduser().exists():
+        return {**base, "name_or_path": str(Path(where).expanduser().resolve())}
+    return base
 
 
 def _show(base: dict[str, Any]) -> str:

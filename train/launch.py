@@ -73,6 +73,14 @@ def check_launch(recipe: Recipe, launch: Launch, gpus_visible: int) -> None:
         if recipe.training.optim.startswith("paged_"):
             raise TailorError(f"training.optim={recipe.training.optim} is a bitsandbytes paged optimizer, which "
                               f"DeepSpeed ({s}) does not drive; use training.optim=auto or adamw_torch.")
+    if recipe.training.method == "grpo":
+        group = recipe.grpo.num_generations
+        batch = recipe.training.batch_size * recipe.training.grad_accum * launch.world_size
+        if batch % group:
+            raise TailorError(f"grpo.num_generations={group}: GRPO scores groups of answers to one prompt, so the "
+                              f"answers generated per optimizer step (training.batch_size x training.grad_accum x "
+                              f"{launch.world_size} process(es) = {batch}) must be a multiple of it; e.g. "
+                              f"training.batch_size={group}.")
     if recipe.peft.method == "qlora" and s in ("fsdp", "zero3"):
         if recipe.model.dtype == "float16":
             raise TailorError(f"QLoRA with STRATEGY={s} shards the 4-bit weights stored as the compute dtype; "
