@@ -46,7 +46,7 @@ def render_pair(renderer: Renderer, row: Preference, max_length: int, eot_id: in
         if not np.array_equal(prompt, side.prompt):
             raise RowError(f"{PROMPT_MISMATCH} ({_difference(renderer.tokenizer, prompt, side.prompt)})")
     if len(prompt) >= max_length:
-        raise RowError(f"{PROMPT_TOO_LONG} ({len(prompt)} prompt tokens, max_length {max_length})")
+        raise RowError(PROMPT_TOO_LONG)
     budget = max_length - len(prompt)
     completions = [side.completion for side in sides]
     out = RenderedPair(prompt, completions[0][:budget], completions[1][:budget] if len(sides) > 1 else None,
@@ -83,15 +83,15 @@ def _render_side(renderer: Renderer, prompt: list[dict[str, Any]], turns: list[d
 
 
 def _difference(tokenizer: Any, a: np.ndarray, b: np.ndarray) -> str:
-    """Where two prompt renders part: the first differing token of each."""
-    same = np.flatnonzero(a[:min(len(a), len(b))] != b[:min(len(a), len(b))])
-    at = int(same[0]) if len(same) else min(len(a), len(b))
+    """Where two prompt renders part, as the first differing token of each (no position: reasons stay countable)."""
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    at = int(differ[0]) if len(differ) else n
 
     def token(ids: np.ndarray) -> str:
-        return repr(tokenizer.decode([int(ids[at])])) if at < len(ids) else "end"
+        return repr(tokenizer.decode([int(ids[at])])) if at < len(ids) else "the end of the prompt"
 
-    return (f"chosen: {len(a)} prompt tokens, rejected: {len(b)}; first difference at token {at}: {token(a)} vs "
-            f"{token(b)}")
+    return f"chosen has {token(a)} where rejected has {token(b)}"
 
 
 class PairStats:

@@ -166,11 +166,11 @@ def test_dpo_pairs_from_jsonl_csv_and_parquet(tmp_path: Path, tiny_qwen25: Path,
     assert rejected[f"{jsonl}:18"]["reason"] == "held-out row overlaps a training row"
     assert rejected[f"{jsonl}:20"] == {**rejected[f"{jsonl}:20"], "line": 20, "kind": "bad", "reason": "chosen is empty"}
     assert rejected[f"{jsonl}:21"]["reason"] == "chosen and rejected are identical: the pair teaches nothing"
-    for line in (22, 23):
-        assert rejected[f"{jsonl}:{line}"]["kind"] == "bad"
-        assert rejected[f"{jsonl}:{line}"]["reason"].startswith("the prompt renders differently for chosen and "
-                                                                "rejected (")
-    assert rejected[f"{jsonl}:24"]["reason"].startswith("prompt fills training.max_length")
+    mismatch = "the prompt renders differently for chosen and rejected (chosen has {} where rejected has {})"
+    assert rejected[f"{jsonl}:22"]["reason"] == mismatch.format("'assistant'", "'user'")  # an extra user turn
+    assert rejected[f"{jsonl}:23"]["reason"] == mismatch.format(repr("\n\n"), repr("\n"))
+    assert rejected[f"{jsonl}:23"]["kind"] == rejected[f"{jsonl}:24"]["kind"] == "bad"
+    assert rejected[f"{jsonl}:24"]["reason"] == "prompt fills training.max_length"
     assert rejected[f"{jsonl}:19"]["kind"] == "changed" and manifest["pii"] == {"EMAIL": 2}
 
     # card: pair counts, token spread, length bias, refusals
