@@ -1,5 +1,7 @@
 """Write the planned splits from the shards: train.parquet, then the held-out contamination check, then
-heldout.parquet; the mask audit counts every row written and stops the run on a hard problem."""
+heldout.parquet; the mask audit counts every row written and stops the run on a hard problem.
+
+train.parquet's columns depend on training.method (`shards.TRAIN_LAYOUT`): SFT rows, or preference pairs."""
 
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import numpy as np
 from data_prep.audit import AuditReport, check, count_rows, end_of_turn_token
 from data_prep.contamination import HeldoutIndex
 from data_prep.eval_sets import write_sets
+from data_prep.pairs import PairStats
 from data_prep.plan import Collected, Plan
-from data_prep.shards import block_rows, output_columns, write_output
+from data_prep.shards import TRAIN_LAYOUT, block_rows, output_columns, write_output
 from tailor.schema import Recipe
 
 
@@ -25,6 +28,7 @@ class Written:
     contamination: dict[str, Any]
     audit: AuditReport
     eval_sets: dict[str, dict[str, Any]]
+    preference: dict[str, Any] | None = None  # pair statistics (dpo, orpo, kto)
 
 
 def write_splits(recipe: Recipe, tokenizer: Any, collected: Collected, plan: Plan, out: Path,
@@ -40,12 +44,17 @@ def write_splits(recipe: Recipe, tokenizer: Any, collected: Collected, plan: Pla
         index = HeldoutIndex(((row["id"], row["_text"]) for table in tables for row in table.to_pylist()),
                              n=settings.ngram)
 
+    layout = TRAIN_LAYOUT[recipe.training.method]
+    pairs = PairStats() if layout in ("pairs", "kto") else None
+
     def count_train(table: Any) -> int:
         if index is not None:
             index.scan(table.column("_text").to_pylist())
+        if pairs is not None:
+            pairs.add(table)
         return count_rows(audit, table)
 
-    trained = write_output(out / "train.parquet", collected.read(plan.train, output_columns(False), block), False,
+    trained = write_output(out / "train.parquet", collected.read(plan.train, output_columns(layout), block), layout,
                            count_train)
 
     summary = {"enabled": settings.enabled, "ngram": settings.ngram, "threshold": settings.threshold, "removed": 0}
@@ -62,13 +71,16 @@ def write_splits(recipe: Recipe, tokenizer: Any, collected: Collected, plan: Pla
             summary["removed"] = len(flagged)
             heldout = np.delete(heldout, flagged)
 
-    write_output(out / "heldout.parquet", collected.read(heldout, output_columns(True), block), True,
+    write_output(out / "heldout.parquet", collected.read(heldout, output_columns("heldout"), block), "heldout",
                  lambda table: count_rows(audit, table))
     eval_sets = write_sets(sets or {}, out, audit)
     check(audit)
-    return Written(len(plan.train), len(heldout), {
+    preference = pairs.summary(recipe.training.method, dict(collected.rejected.by_reason)) \
+        if pairs is not None else None
+    train_rows = preference["desirable"] + preference["undesirable"] if layout == "kto" else len(plan.train)
+    return Written(train_rows, len(heldout), {
         "train_total": int(plan.tokens[plan.train].sum()),
         "train_trained": trained,
         "heldout_total": int(plan.tokens[heldout].sum()),
         "train_truncated_rows": int(np.frombuffer(bytes(collected.truncated), dtype=np.uint8)[plan.train].sum()),
-    }, summary, audit, eval_sets)
+    }, summary, audit, eval_sets, preference)

@@ -109,6 +109,17 @@ def highlight(row: dict[str, Any], tokenizer: "PreTrainedTokenizerBase", color: 
     return "".join(_wrap(tokenizer.decode([t for t, _ in run]), trained, color) for trained, run in runs)
 
 
+def highlight_pair(row: dict[str, Any], tokenizer: "PreTrainedTokenizerBase", color: bool = True) -> str:
+    """A preference row: its prompt (untrained), then each side's completion highlighted as trained; a KTO row
+    (completion_ids, label) shows its one completion."""
+    sides = ([("chosen", row["chosen_ids"]), ("rejected", row["rejected_ids"])] if "chosen_ids" in row else
+             [("desirable" if row["label"] else "undesirable", row["completion_ids"])])
+    lines = [_wrap(tokenizer.decode(row["prompt_ids"]), 0, color)]
+    for name, ids in sides:
+        lines.append(f"[{name}] " + _wrap(tokenizer.decode(ids), 1, color))
+    return "\n".join(lines)
+
+
 def _wrap(text: str, trained: int | None, color: bool) -> str:
     if color:
         return f"{GREEN}{text}{RESET}" if trained else f"{DIM}{text}{RESET}"

@@ -60,9 +60,20 @@ def padding_fraction_packed(lengths: Sequence[int], max_length: int, strategy: s
 
 
 def build_card(manifest: dict[str, Any], train_lengths: Sequence[int], batch_size: int, max_length: int,
-               sources: list[dict[str, Any]]) -> dict[str, Any]:
-    packed_fraction, packs = padding_fraction_packed(train_lengths, max_length)
+               sources: list[dict[str, Any]], method: str = "sft") -> dict[str, Any]:
+    """The card's content. Methods other than sft batch one example per row (never packed): no packing figure;
+    dpo, orpo and kto add the pair statistics (`pairs.PairStats`). A train length is a row's longest sequence."""
+    padding: dict[str, Any] = {"batched_fraction": round(padding_fraction_batched(train_lengths, batch_size), 4),
+                               "batch_size": batch_size}
+    if method == "sft":
+        packed_fraction, packs = padding_fraction_packed(train_lengths, max_length)
+        padding.update(packed_fraction=round(packed_fraction, 4), packed_sequences=packs, max_length=max_length,
+                       packing_strategy="bfd")
+    extra = {} if method == "sft" else {"method": method}
+    if manifest.get("preference") is not None:
+        extra["preference"] = manifest["preference"]
     return {
+        **extra,
         "sources": sources,
         "rows": manifest["rows"],
         "tokens": manifest["tokens"],
@@ -72,10 +83,7 @@ def build_card(manifest: dict[str, Any], train_lengths: Sequence[int], batch_siz
         "warnings": manifest.get("warnings", []),
         "audit": manifest.get("audit", {}),
         "train_length_histogram": length_histogram(train_lengths),
-        "padding": {"batched_fraction": round(padding_fraction_batched(train_lengths, batch_size), 4),
-                    "batch_size": batch_size,
-                    "packed_fraction": round(packed_fraction, 4), "packed_sequences": packs,
-                    "max_length": max_length, "packing_strategy": "bfd"},
+        "padding": padding,
     }
 
 
@@ -95,9 +103,12 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
               "", "| train row length (tokens) | rows |", "|---|---|"]
     lines += [f"| {label} | {count} |" for label, count in card["train_length_histogram"].items()]
     lines += ["", "## Padding", "",
-              f"- padded batches of {padding['batch_size']}: {padding['batched_fraction']:.1%} padding",
-              f"- packed ({padding['packing_strategy']}, {padding['max_length']} tokens): "
-              f"{padding['packed_fraction']:.1%} empty in {padding['packed_sequences']} sequences"]
+              f"- padded batches of {padding['batch_size']}: {padding['batched_fraction']:.1%} padding"]
+    if "packed_fraction" in padding:
+        lines.append(f"- packed ({padding['packing_strategy']}, {padding['max_length']} tokens): "
+                     f"{padding['packed_fraction']:.1%} empty in {padding['packed_sequences']} sequences")
+    if card.get("preference"):
+        lines += preference_markdown(card["preference"], card.get("method", ""))
     if card["pii"]:
         lines += ["", "## PII redacted", "", "| type | values |", "|---|---|"]
         lines += [f"| {kind} | {count} |" for kind, count in sorted(card["pii"].items())]
@@ -122,3 +133,22 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
         lines += [f"| {role} | {audit['tokens_by_role'][role]} | {audit['trained_by_role'].get(role, 0)} |"
                   for role in sorted(audit["tokens_by_role"])]
     return "\n".join(lines) + "\n"
+
+
+def preference_markdown(stats: dict[str, Any], method: str) -> list[str]:
+    """The card's section on preference data (`pairs.PairStats.summary`)."""
+    def spread(side: str) -> str:
+        value = stats[f"{side}_tokens"]
+        return f"mean {value['mean']}, median {value['median']}" if value else "-"
+
+    lines = ["", f"## Preference data ({method})", "", f"- training pairs: {stats['pairs']}",
+             f"- chosen tokens: {spread('chosen')}; rejected tokens: {spread('rejected')}"]
+    if stats["chosen_longer_share"] is not None:
+        lines.append(f"- chosen longer than rejected in {stats['chosen_longer_share']:.1%} of pairs (length bias: "
+                     "far from 50% teaches length as much as quality)")
+    lines.append(f"- refused: {stats['identical_pairs_refused']} identical pair(s), "
+                 f"{stats['prompt_mismatch_refused']} row(s) whose prompt renders differently for chosen and rejected")
+    if "desirable" in stats:
+        lines.append(f"- KTO rows: {stats['desirable']} desirable, {stats['undesirable']} undesirable "
+                     f"({stats['unpaired']} unpaired rows, each pair gives one of each)")
+    return lines

@@ -44,7 +44,7 @@ def collect_sets(recipe: Recipe, renderer: Renderer, work: Path, rejected: Rejec
         folder.mkdir()
         files = [s.path if s.path is not None else f"hub:{s.hub}" for s in sources]
         bad_before, count_before = rejected.bad, rejected.by_reason.copy()
-        collected = collect(recipe, renderer, folder, sources, heldout_fraction=1.0, rejected=rejected)
+        collected = collect(recipe, renderer, folder, sources, rejected=rejected, eval_set=True)
         rows = _usable(collected, collected.ranked(), data.clean)
         where = f"eval set {name!r} ({', '.join(files)})"
         if not collected.rows_read:
@@ -121,7 +121,7 @@ def write_sets(sets: dict[str, EvalSet], out: Path, audit: Any) -> dict[str, dic
     info: dict[str, dict[str, Any]] = {}
     for name, eval_set in sets.items():
         c = eval_set.collected
-        write_output(out / "eval" / f"{name}.parquet", c.read(eval_set.rows, output_columns(True)), True,
+        write_output(out / "eval" / f"{name}.parquet", c.read(eval_set.rows, output_columns("heldout")), "heldout",
                      lambda table: count_rows(audit, table))
         info[name] = {"file": f"eval/{name}.parquet", "sources": eval_set.files, "rows_read": c.rows_read,
                       "rows": len(eval_set.rows), "tokens": int(eval_set.tokens[eval_set.rows].sum()),

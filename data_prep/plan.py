@@ -79,6 +79,7 @@ class Collected:
     source: array = field(default_factory=lambda: array("i"))
     score: array = field(default_factory=lambda: array("d"))
     mix: array = field(default_factory=lambda: array("d"))
+    held: bytearray = field(default_factory=bytearray)  # 1: on the held-out side (by score; desirable rows only)
     shard: array = field(default_factory=lambda: array("i"))  # -1: could not be rendered (see errors)
     position: array = field(default_factory=lambda: array("q"))
     length: array = field(default_factory=lambda: array("i"))
@@ -126,7 +127,7 @@ class Collected:
 
 
 def collect(recipe: Recipe, renderer: Renderer, work: Path, sources: list[Any] | None = None,
-            heldout_fraction: float | None = None, rejected: Rejections | None = None) -> Collected:
+            rejected: Rejections | None = None, eval_set: bool = False) -> Collected:
     """Stream the sources (by default the recipe's training sources; an eval set passes its own, all held out)
     through the workers; count, reject and deduplicate what they report, in file order."""
     from data_prep.audit import end_of_turn_token
@@ -139,12 +140,12 @@ def collect(recipe: Recipe, renderer: Renderer, work: Path, sources: list[Any] |
 
     data, clean = recipe.data, recipe.data.clean
     sources = list(data.sources if sources is None else sources)
-    fraction = (data.heldout_fraction or 0.0) if heldout_fraction is None else heldout_fraction
+    fraction = 1.0 if eval_set else (data.heldout_fraction or 0.0)
     settings = ChunkSettings(renderer=renderer, sources=sources, system_prompt=data.system_prompt,
         redactor=Redactor(clean.pii.types, clean.pii.patterns) if clean.pii.enabled else None,
         filters=load_filters(clean.filters), split_seed=data.split_seed, heldout_fraction=fraction,
         max_length=recipe.training.max_length, eot_id=end_of_turn_token(renderer.tokenizer)[0],
-        shard_dir=work, language=language_filter(clean.language))
+        shard_dir=work, language=language_filter(clean.language), method=recipe.training.method, eval_set=eval_set)
     out = Collected(rejected if rejected is not None else Rejections(work / "rejected.jsonl"))
     seen: dict[int, int] = {}  # 128 bits of the content hash -> row number of the first occurrence
     near = NearDupFilter(threshold=clean.dedup.threshold, spill_dir=work) if clean.dedup.near else None
@@ -183,6 +184,7 @@ def collect(recipe: Recipe, renderer: Renderer, work: Path, sources: list[Any] |
                     out.mix.append(outcome.mix)
                     out.length.append(outcome.length)
                     out.truncated.append(outcome.truncated)
+                    out.held.append(outcome.side == "heldout")
                     out.shard.append(-1 if outcome.error else shards[outcome.side])
                     out.position.append(-1 if outcome.error else outcome.position)
                     if outcome.error:
@@ -222,7 +224,7 @@ def plan_split(recipe: Recipe, collected: Collected) -> Plan:
     """Split by content hash, cap the sizes (lowest scores first), drop unusable rows, apply the source weights."""
     data = recipe.data
     rows = collected.ranked()
-    held = np.asarray(collected.score, dtype=np.float64)[rows] < (data.heldout_fraction or 0.0)
+    held = _flags(collected.held)[rows]
     heldout, train = rows[held][:data.max_heldout_rows], rows[~held][:data.max_train_rows]
     train, heldout = _usable(collected, train, data.clean), _usable(collected, heldout, data.clean)
     weights = np.array([s.weight for s in data.sources])

@@ -74,12 +74,12 @@ def prepare(recipe: Recipe, force: bool = False) -> dict[str, Any]:
                 manifest.update(cache_key=cache_key, data_hash=data_hash(recipe), recipe_hash=recipe_hash(recipe),
                                 data_prep_version=code_version(), inputs=inputs,
                                 seconds=round(time.time() - started, 2))
-                manifest = {key: manifest[key] for key in MANIFEST_ORDER}
+                manifest = {key: manifest[key] for key in MANIFEST_ORDER if key in manifest}
                 sources = _card_sources(recipe.data.sources, collected, inputs)
                 for name, set_sources in recipe.data.eval_sets.items():
                     sources += _card_sources(set_sources, sets[name].collected, inputs, eval_set=name)
                 card = build_card(manifest, plan.train_lengths(), recipe.training.batch_size,
-                                  recipe.training.max_length, sources)
+                                  recipe.training.max_length, sources, recipe.training.method)
                 (tmp / "data_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
                 (tmp / "data_card.md").write_text(card_markdown(card, recipe.name), encoding="utf-8")
                 (tmp / paths.manifest.name).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -92,8 +92,10 @@ def prepare(recipe: Recipe, force: bool = False) -> dict[str, Any]:
     return manifest
 
 
-MANIFEST_ORDER = ("cache_key", "data_hash", "recipe_hash", "data_prep_version", "inputs", "tokenizer", "rows",
-                  "tokens", "pii", "contamination", "eval_sets", "warnings", "audit", "max_tokens_filter", "seconds")
+# method (and preference, for dpo / orpo / kto) only when training.method is not sft: SFT manifests are unchanged.
+MANIFEST_ORDER = ("cache_key", "data_hash", "recipe_hash", "data_prep_version", "inputs", "method", "tokenizer", "rows",
+                  "tokens", "preference", "pii", "contamination", "eval_sets", "warnings", "audit", "max_tokens_filter",
+                  "seconds")
 
 
 def _check_counts(recipe: Recipe, paths: RunPaths, collected: Collected, plan: Plan) -> None:
@@ -126,7 +128,11 @@ def _assemble(recipe: Recipe, renderer: Renderer, collected: Collected, plan: Pl
     eval_sets.update(written.eval_sets)
     contamination = {**written.contamination,
                      "eval_sets": {name: info["removed_from_train"] for name, info in written.eval_sets.items()}}
-    return {
+    method = recipe.training.method
+    extra = {} if method == "sft" else {"method": method}
+    if written.preference is not None:
+        extra["preference"] = written.preference
+    return {**extra,
         "tokenizer": {"source": recipe.model.name_or_path, "vocab_size": len(tokenizer),
                       "chat_template_sha256": _sha(renderer.template or tokenizer.chat_template or ""),
                       "end_of_turn": written.audit.end_of_turn},

@@ -18,6 +18,13 @@ def print_summary(recipe: Recipe, manifest: dict[str, Any]) -> None:
     print(f"      {tokens['train_total']} train tokens, {tokens['train_trained']} trained "
           f"({tokens['train_trained'] / max(tokens['train_total'], 1):.0%}), "
           f"{tokens['train_truncated_rows']} truncated rows")
+    pairs = manifest.get("preference")
+    if pairs:
+        share = pairs["chosen_longer_share"]
+        print(f"      {pairs['pairs']} preference pairs" + (f", chosen longer in {share:.0%}" if share is not None
+                                                            else "")
+              + (f"; kto: {pairs['desirable']} desirable, {pairs['undesirable']} undesirable"
+                 if "desirable" in pairs else ""))
     for set_name, info in manifest.get("eval_sets", {}).items():
         removed = info.get("removed_from_train")
         print(f"      eval set {set_name}: {info['rows']} rows ({info['file']})"
@@ -35,7 +42,7 @@ def print_audit(recipe: Recipe, manifest: dict[str, Any], samples: int = 2, colo
     """The mask audit from the manifest, then a few training rows with the trained tokens highlighted."""
     from datasets import load_dataset
 
-    from data_prep.audit import AuditReport, format_report, highlight
+    from data_prep.audit import AuditReport, format_report, highlight, highlight_pair
     from tailor.models import load_tokenizer
 
     audit = manifest["audit"]
@@ -47,6 +54,7 @@ def print_audit(recipe: Recipe, manifest: dict[str, Any], samples: int = 2, colo
     tokenizer = load_tokenizer(recipe.model)
     rows = load_dataset("parquet", data_files=str(run_paths(recipe).train_data), split="train")
     legend = "bright green = trained" if color else "[[...]] = trained"
+    show = highlight_pair if "prompt_ids" in rows.column_names else highlight
     for row in rows.select(range(min(samples, len(rows)))):
         print(f"--- sample {row['id']} ({row['source']}), {legend}")
-        print(highlight(row, tokenizer, color=color))
+        print(show(row, tokenizer, color=color))

@@ -24,29 +24,38 @@ PUBLIC = [("id", pa.string()), ("source", pa.string()), ("input_ids", pa.list_(p
           ("assistant_masks", pa.list_(pa.int64())), ("truncated", pa.bool_()), ("trained_turns", pa.int64()),
           ("role_tokens", pa.string()), ("role_trained", pa.string())]
 HELDOUT_EXTRA = [("messages", pa.string()), ("prompt", pa.string()), ("reference", pa.string())]
+IDS = pa.list_(pa.int32())
+# train.parquet of dpo / orpo (pairs) and kto (one completion and its label per row; a pair becomes two rows).
+PAIRS = [("id", pa.string()), ("source", pa.string()), ("prompt_ids", IDS), ("chosen_ids", IDS),
+         ("rejected_ids", IDS), ("truncated", pa.bool_())]
+KTO = [("id", pa.string()), ("source", pa.string()), ("prompt_ids", IDS), ("completion_ids", IDS),
+       ("label", pa.bool_()), ("truncated", pa.bool_())]
+# Layouts of the prepared files: sft (train), heldout (held-out, eval sets, grpo's train), pairs, kto.
+LAYOUTS = {"sft": PUBLIC, "heldout": PUBLIC + HELDOUT_EXTRA, "pairs": PAIRS, "kto": KTO}
+TRAIN_LAYOUT = {"sft": "sft", "grpo": "heldout", "dpo": "pairs", "orpo": "pairs", "kto": "kto"}
+# The shard columns of preference rows (rejected_ids null for an unpaired row), besides the audit's.
+PAIR_SHARD = ["id", "source", "prompt_ids", "chosen_ids", "rejected_ids", "label", "truncated"]
 # The working columns the assembly reads besides the public ones (contamination text, audit counts).
 WORK_COLUMNS = ["_text", "_eot", "_trained"]
+AUDIT_COLUMNS = ["trained_turns", "role_tokens", "role_trained"]
 
 
-def output_schema(heldout: bool) -> pa.Schema:
-    """The schema of train.parquet / heldout.parquet, with the `datasets` features metadata."""
+def output_schema(layout: str) -> pa.Schema:
+    """The schema of a prepared file of a layout (`LAYOUTS`), with the `datasets` features metadata."""
     from datasets import Features
 
-    fields = PUBLIC + (HELDOUT_EXTRA if heldout else [])
-    schema = pa.schema(fields)
+    schema = pa.schema(LAYOUTS[layout])
     features = Features.from_arrow_schema(schema)
     return schema.with_metadata({"huggingface": json.dumps({"info": {"features": features.to_dict()}})})
 
 
-def write_shard(path: Path, columns: dict[str, Any], ids: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
-    """Write one shard, rows sorted by `_score` (stable: file order on ties); return each row's position in it."""
-    lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+def write_shard(path: Path, columns: dict[str, Any],
+                lists: dict[str, tuple[list[np.ndarray | None], type]]) -> np.ndarray:
+    """Write one shard, rows sorted by `_score` (stable: file order on ties); return each row's position in it.
+    `lists`: list columns as (one array per row, None for null; element dtype)."""
     arrays = dict(columns)
-    arrays["input_ids"] = pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(ids) if ids else
-                                                                     np.zeros(0, np.int32)))
-    arrays["assistant_masks"] = pa.ListArray.from_arrays(offsets, pa.array(
-        np.concatenate(masks).astype(np.int8) if masks else np.zeros(0, np.int8)))
+    for name, (values, dtype) in lists.items():
+        arrays[name] = list_array(values, dtype)
     table = pa.table(arrays)
     order = np.argsort(np.asarray(columns["_score"], dtype=np.float64), kind="stable")
     group = int(np.clip(ROW_GROUP_BYTES * max(table.num_rows, 1) // max(table.nbytes, 1), 4, 1024))
@@ -54,6 +63,16 @@ def write_shard(path: Path, columns: dict[str, Any], ids: list[np.ndarray], mask
     positions = np.empty(len(order), dtype=np.int64)
     positions[order] = np.arange(len(order))
     return positions
+
+
+def list_array(values: list[np.ndarray | None], dtype: type) -> pa.ListArray:
+    """A list column from one numpy array per row (None: null)."""
+    lengths = np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int64, count=len(values))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    present = [v for v in values if v is not None]
+    flat = pa.array(np.concatenate(present).astype(dtype) if present else np.zeros(0, dtype))
+    nulls = pa.array([v is None for v in values]) if len(present) < len(values) else None
+    return pa.ListArray.from_arrays(offsets, flat, mask=nulls)
 
 
 class ShardReader:
@@ -100,20 +119,40 @@ def read_planned(paths: list[Path], shard: np.ndarray, position: np.ndarray, col
         yield pa.concat_tables(pieces).take(pa.array(gather)) if pieces else pa.table({})
 
 
-def output_columns(heldout: bool) -> list[str]:
-    """The shard columns a prepared file is written from: its own and `WORK_COLUMNS`."""
-    return [name for name, _ in PUBLIC + (HELDOUT_EXTRA if heldout else [])] + WORK_COLUMNS
+def output_columns(layout: str) -> list[str]:
+    """The shard columns a prepared file is written from: its own (pairs, kto: the preference shard's) and the
+    working ones."""
+    if layout in ("pairs", "kto"):
+        return PAIR_SHARD + AUDIT_COLUMNS + WORK_COLUMNS
+    return [name for name, _ in LAYOUTS[layout]] + WORK_COLUMNS
 
 
-def write_output(path: Path, tables: Iterable[pa.Table], heldout: bool, count: Callable[[pa.Table], int]) -> int:
+def write_output(path: Path, tables: Iterable[pa.Table], layout: str, count: Callable[[pa.Table], int]) -> int:
     """Write blocks of shard rows as a prepared file, passing each block to `count`; return the sum of its results."""
-    schema = output_schema(heldout)
+    schema = output_schema(layout)
     total = 0
     with pq.ParquetWriter(path, schema) as writer:
         for table in tables:
             total += count(table)
+            if layout == "kto":
+                table = unpair(table)
             writer.write_table(pa.table([table.column(f.name).cast(f.type) for f in schema], schema=schema))
     return total
+
+
+def unpair(table: pa.Table) -> pa.Table:
+    """KTO rows from preference shard rows: a pair becomes its chosen (label true) then its rejected (false) row,
+    an unpaired row keeps its completion and label."""
+    n = table.num_rows
+    paired = table.column("rejected_ids").is_valid().to_numpy(zero_copy_only=False)
+    rows = np.repeat(np.arange(n), 1 + paired.astype(np.int64))
+    second = np.zeros(len(rows), dtype=bool)
+    second[1:] = rows[1:] == rows[:-1]
+    both = pa.concat_arrays([table.column(name).combine_chunks() for name in ("chosen_ids", "rejected_ids")])
+    out = table.take(pa.array(rows))
+    label = np.where(second, False, out.column("label").to_numpy(zero_copy_only=False))
+    return out.append_column("completion_ids", both.take(pa.array(rows + n * second))).set_column(
+        out.schema.get_field_index("label"), "label", pa.array(label))
 
 
 def block_rows(tokens_per_row: float, budget: int = 1 << 18) -> int:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 
-def content_key(messages: list[dict[str, str]]) -> str:
-    """Hex sha256 of the canonical JSON of a conversation: the row's stable id."""
+def content_key(messages: list[dict[str, str]] | dict[str, Any]) -> str:
+    """Hex sha256 of the canonical JSON of a conversation (or a preference row's parts): the row's stable id."""
     canonical = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -14,8 +14,11 @@ from tailor.schema import Recipe
 
 
 def data_hash(recipe: Recipe) -> str:
-    """Hash of every recipe setting that changes the prepared data; train and eval check it."""
+    """Hash of every recipe setting that changes the prepared data; train and eval check it. training.method
+    decides train.parquet's columns (sft keeps the hash it always had)."""
     text = f"{section_hash(recipe, 'model', 'data')}:max_length={recipe.training.max_length}"
+    if recipe.training.method != "sft":
+        text += f":method={recipe.training.method}"
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
