@@ -84,8 +84,9 @@ test-slow: $(STAMP) browser tiny-models ## the long tests (the full demo on Smol
 test-faults: $(STAMP) tiny-models ## fault injection: SIGKILL, full disk, concurrent runs, bad-input corpus
 	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
-bench: $(STAMP) tiny-models ## training tokens/s: tailor vs trl tuned by hand vs trl defaults (tiny model on CPU; BENCH_ARGS)
+bench: $(STAMP) tiny-models ## training tokens/s, SFT then DPO: tailor vs trl tuned by hand (and trl defaults) (tiny model on CPU; BENCH_ARGS, BENCH_DPO_ARGS)
 	$(PY) -m bench.train $(BENCH_ARGS)
+	$(PY) -m bench.dpo $(BENCH_DPO_ARGS)
 
 bench-eval: $(STAMP) ## eval generation: tailor's sorted batches vs transformers batched vs per-row (real SmolLM2)
 	$(PY) -m bench.eval $(BENCH_ARGS)

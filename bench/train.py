@@ -43,7 +43,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from bench.flops import effective_length, flops_per_token, gpu_peak_flops, measure_matmul_peak, shape_from_config
 from bench.record import add_to_section
@@ -243,35 +243,57 @@ def trl_tuned_trainer(spec: dict[str, Any], recipe: Any) -> Any:
     """Plain trl tuned by hand, like for like with the tailor row's recipe: packing (BFD, padding-free), its
     gradient checkpointing (off by default), precision, weights and NF4 compute dtype, optimizer, Liger choice,
     micro batch, grad accum and max_length; sdpa attention. Not tailor's CPU LM-head compaction."""
-    import torch
-    from peft import LoraConfig
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from tailor.models import resolve_dtype
-    from tailor.precision import resolve_precision
     from train import lm_head
-    from tailor.choices import optimizer_name, use_liger
 
     lm_head.disable()  # trl's own LM-head rule, also after a tailor row in this process (--in-process)
-    t, peft = recipe.training, recipe.peft
+    args = SFTConfig(output_dir=str(Path(spec["workdir"]) / "trl-tuned"), packing=True,
+                     **tuned_switches(spec, recipe))
+    return SFTTrainer(model=tuned_model(spec, recipe), args=args, train_dataset=bench_dataset(spec),
+                      processing_class=AutoTokenizer.from_pretrained(spec["model_dir"]),
+                      peft_config=tuned_lora(recipe))
+
+
+def tuned_model(spec: dict[str, Any], recipe: Any) -> Any:
+    """The model of a trl-tuned row: `from_pretrained` with sdpa and the tailor row's weights dtype (the precision's
+    dtype on GPUs, float32 under autocast on CPUs) and NF4 compute dtype."""
+    from tailor.models import resolve_dtype
+
+    dtype = resolve_dtype(recipe.model)
+    return trl_model(spec, {"bnb_4bit_compute_dtype": dtype, "bnb_4bit_quant_storage": dtype}, dtype=dtype,
+                     attn_implementation="sdpa")
+
+
+def tuned_switches(spec: dict[str, Any], recipe: Any) -> dict[str, Any]:
+    """The trl config arguments (any method's: SFTConfig, DPOConfig) a competent user sets by hand to match the
+    tailor row: its precision, optimizer, Liger choice, micro batch, grad accum, max_length and gradient
+    checkpointing; warmup + steps steps, no saving, non-padding tokens counted."""
+    import torch
+
+    from tailor.choices import optimizer_name, use_liger
+    from tailor.precision import resolve_precision
+
+    t = recipe.training
     gpu = torch.cuda.is_available()
     precision = resolve_precision(t.mixed_precision).name  # what the tailor row trains in
-    dtype = resolve_dtype(recipe.model)  # its weights: the precision's dtype on GPUs, float32 under autocast on CPUs
-    model = trl_model(spec, {"bnb_4bit_compute_dtype": dtype, "bnb_4bit_quant_storage": dtype}, dtype=dtype,
-                      attn_implementation="sdpa")
-    args = SFTConfig(output_dir=str(Path(spec["workdir"]) / "trl-tuned"), max_steps=spec["warmup"] + spec["steps"],
-                     max_length=t.max_length, per_device_train_batch_size=t.batch_size,
-                     gradient_accumulation_steps=t.grad_accum, packing=True,
-                     gradient_checkpointing=t.gradient_checkpointing,
-                     gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
-                     bf16=precision == "bf16", fp16=precision == "fp16", optim=optimizer_name(recipe, on_gpu=gpu),
-                     use_liger_kernel=use_liger(recipe, on_gpu=gpu), use_cpu=not gpu, report_to="none",
-                     save_strategy="no", include_num_input_tokens_seen="non_padding", disable_tqdm=True)
-    lora = LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout, target_modules=peft.target_modules,
+    return dict(max_steps=spec["warmup"] + spec["steps"], max_length=t.max_length,
+                per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
+                gradient_checkpointing=t.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+                bf16=precision == "bf16", fp16=precision == "fp16", optim=optimizer_name(recipe, on_gpu=gpu),
+                use_liger_kernel=use_liger(recipe, on_gpu=gpu), use_cpu=not gpu, report_to="none",
+                save_strategy="no", include_num_input_tokens_seen="non_padding", disable_tqdm=True)
+
+
+def tuned_lora(recipe: Any) -> Any:
+    """The recipe's adapter as a plain peft LoraConfig."""
+    from peft import LoraConfig
+
+    peft = recipe.peft
+    return LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout, target_modules=peft.target_modules,
                       use_rslora=peft.use_rslora, use_dora=peft.use_dora, bias="none", task_type="CAUSAL_LM")
-    return SFTTrainer(model=model, args=args, train_dataset=bench_dataset(spec),
-                      processing_class=AutoTokenizer.from_pretrained(spec["model_dir"]), peft_config=lora)
 
 
 def trl_defaults_trainer(spec: dict[str, Any], recipe: Any) -> Any:
@@ -407,18 +429,46 @@ def compute_dtype(trainer: Any) -> str:
 
 def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     """Build one trainer (tailor, trl-tuned or trl-defaults), train warmup + steps, and measure."""
-    import resource
-
     import torch
 
-    gpu = torch.cuda.is_available()
-    sync = torch.cuda.synchronize if gpu else (lambda: None)
     result: dict[str, Any] = {"side": spec["side"], "method": spec["method"]}
     recipe = tailor_recipe(spec, plan=spec["side"] != "trl-defaults")
     trainer = TRAINERS[spec["side"]](spec, recipe)
     result["settings"] = trainer_settings(trainer)
     result["dtype"] = compute_dtype(trainer)
-    timer = make_step_timer(sync)
+    if not timed_train(trainer, spec, result):
+        return result
+    if torch.cuda.is_available():
+        try:
+            components = planned_memory(recipe, spec["side"],
+                                        torch.cuda.get_device_properties(0).total_memory / 2**30)
+        except TailorError as err:  # the measurement stands without the plan
+            components, result["memory_plan_error"] = None, str(err)
+        if components:
+            result["memory_plan"] = compare_memory(components, torch.cuda.max_memory_allocated(),
+                                                   torch.cuda.max_memory_reserved())
+    shape = shape_from_config(json.loads((Path(spec["model_dir"]) / "config.json").read_text()))
+    peft = trainer.model.peft_config["default"]  # target_modules as peft resolved them (a set of names)
+    targets = peft.target_modules if isinstance(peft.target_modules, str) else set(peft.target_modules)
+    flops = flops_per_token(shape, peft.r, targets, spec["doc_length"], spec["loss_fraction"],
+                            result["settings"]["gradient_checkpointing"])
+    result["flops_per_token"] = flops.as_dict()
+    peak = spec["peaks"].get(result["dtype"])
+    result["mfu"] = result["tokens_per_second"] * flops.total / peak if peak else None
+    return result
+
+
+def timed_train(trainer: Any, spec: dict[str, Any], result: dict[str, Any]) -> bool:
+    """Train warmup + steps optimizer steps (under torch.profiler with spec["profile"]) and add the measurements to
+    `result`: loss, peak_memory (torch.cuda.max_memory_allocated on GPUs, the process's peak RSS on CPU), and over the
+    steps after the warmup: steps_measured, step_seconds (median), tokens_per_step and tokens_per_second (the
+    trainer's non-padding input tokens). Out of memory: result["error"], and False."""
+    import resource
+
+    import torch
+
+    gpu = torch.cuda.is_available()
+    timer = make_step_timer(torch.cuda.synchronize if gpu else (lambda: None))
     trainer.add_callback(timer)
     if gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -429,16 +479,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
             output = trainer.train()
     except torch.OutOfMemoryError as err:
         result["error"] = f"out of memory: {str(err).splitlines()[0][:160]}"
-        return result
-    if gpu:
-        try:
-            components = planned_memory(recipe, spec["side"],
-                                        torch.cuda.get_device_properties(0).total_memory / 2**30)
-        except TailorError as err:  # the measurement stands without the plan
-            components, result["memory_plan_error"] = None, str(err)
-        if components:
-            result["memory_plan"] = compare_memory(components, torch.cuda.max_memory_allocated(),
-                                                   torch.cuda.max_memory_reserved())
+        return False
     result["loss"] = float(output.training_loss)
     result["peak_memory"] = (torch.cuda.max_memory_allocated() if gpu
                              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -448,15 +489,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     tokens = [b[1] - a[1] for a, b in zip(stamps[warmup:], stamps[warmup + 1:])]
     result.update(steps_measured=len(steps), step_seconds=sorted(steps)[len(steps) // 2],
                   tokens_per_step=sum(tokens) / len(steps), tokens_per_second=sum(tokens) / sum(steps))
-    shape = shape_from_config(json.loads((Path(spec["model_dir"]) / "config.json").read_text()))
-    peft = trainer.model.peft_config["default"]  # target_modules as peft resolved them (a set of names)
-    targets = peft.target_modules if isinstance(peft.target_modules, str) else set(peft.target_modules)
-    flops = flops_per_token(shape, peft.r, targets, spec["doc_length"], spec["loss_fraction"],
-                            result["settings"]["gradient_checkpointing"])
-    result["flops_per_token"] = flops.as_dict()
-    peak = spec["peaks"].get(result["dtype"])
-    result["mfu"] = result["tokens_per_second"] * flops.total / peak if peak else None
-    return result
+    return True
 
 
 def profile_training(trainer: Any, folder: Path, label: str) -> Any:
@@ -474,18 +507,19 @@ def profile_training(trainer: Any, folder: Path, label: str) -> Any:
     return output
 
 
-def worker(spec_file: Path) -> None:
-    """Child-process entry: run one row, write its result JSON (errors included, so the parent can report them)."""
+def worker(spec_file: Path, run: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+    """Child-process entry: run one row (`run`, default this bench's run_row), write its result JSON (errors
+    included, so the parent can report them)."""
     spec = json.loads(spec_file.read_text(encoding="utf-8"))
     try:
-        result = run_row(spec)
+        result = (run or run_row)(spec)
     except TailorError as err:
         result = {"side": spec["side"], "method": spec["method"], "error": str(err)}
     atomic_write_json(Path(spec["result"]), result)
 
 
-def run_isolated(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """Run one row in a fresh Python process and read back its result."""
+def run_isolated(spec: dict[str, Any], workdir: Path, module: str = "bench.train") -> dict[str, Any]:
+    """Run one row in a fresh Python process (`python -m <module> --worker SPEC`) and read back its result."""
     name = f"{spec['side']}-{spec['method']}"
     spec_file = workdir / f"{name}.spec.json"
     atomic_write_json(spec_file, spec)
@@ -493,7 +527,7 @@ def run_isolated(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
     log = workdir / f"{name}.log"
     with log.open("w") as handle:
-        code = subprocess.call([sys.executable, "-m", "bench.train", "--worker", str(spec_file)], stdout=handle,
+        code = subprocess.call([sys.executable, "-m", module, "--worker", str(spec_file)], stdout=handle,
                                stderr=subprocess.STDOUT, env=env)
     result_file = Path(spec["result"])
     if code or not result_file.is_file():
@@ -504,6 +538,15 @@ def run_isolated(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ the whole run
 
+def device_name() -> str:
+    """What the numbers are measured on, e.g. 'NVIDIA H100 80GB HBM3 (1 GPU)', 'CPU x86_64, 2 threads'."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (1 GPU)"
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
 def device_info() -> dict[str, Any]:
     """What the numbers were measured on, and the peak FLOP/s per compute dtype."""
     import torch
@@ -513,13 +556,12 @@ def device_info() -> dict[str, Any]:
         measured = measure_matmul_peak("cuda", "bfloat16")
         spec = gpu_peak_flops(name)
         peak = spec or measured  # fp16 tensor cores run at the bf16 rate
-        return {"device": f"{name} (1 GPU)", "peaks": {"bfloat16": peak, "float16": peak},
+        return {"device": device_name(), "peaks": {"bfloat16": peak, "float16": peak},
                 "peak_note": (f"bf16 peak {spec / 1e12:.0f} TFLOP/s (data sheet)" if spec else
                               "bf16 peak: not in the table, measured") +
                              f"; measured 8192^3 bf16 matmul {measured / 1e12:.0f} TFLOP/s"}
-    threads = torch.get_num_threads()
     peaks = {dtype: measure_matmul_peak("cpu", dtype) for dtype in ("float32", "bfloat16")}
-    return {"device": f"CPU {platform.processor() or platform.machine()}, {threads} threads", "peaks": peaks,
+    return {"device": device_name(), "peaks": peaks,
             "peak_note": "measured 1024^3 matmul peak: " +
                          ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())}
 

@@ -264,3 +264,81 @@ def test_each_bench_records_into_its_own_section(tmp_path: Path) -> None:
         "# Benchmarks\n\n## Data\n\n| date | x |\n|---|---|\n| d1 | 1 |\n| d2 | 3 |\n\nReading: prose.\n\n"
         "## Training\n\nintro\n\n### run 1\n\ntable 1\n\n### run 2\n\ntable 2\n\n## Eval\n\n| date | y |\n|---|---|\n"
         "| e1 | 2 |\n| e2 | 4 |\n\n## New\n\nfresh intro\n| n1 | 5 |\n")
+
+
+def test_dpo_pairs_are_seeded_fit_max_length_and_tokenize_back(tiny_qwen25: Path, tmp_path: Path) -> None:
+    """bench.dpo's pairs: seeded log-normal lengths that fit max_length; the text given to plain trl tokenizes back,
+    as trl's DPOTrainer tokenizes it (prompt, prompt + completion), to exactly the prepared ids."""
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+
+    from bench import dpo
+
+    lengths = dpo.pair_lengths(2000, 512, seed=3)
+    assert lengths == dpo.pair_lengths(2000, 512, seed=3)
+    assert all(16 <= p <= 256 and 16 <= c <= 512 - p and 16 <= r <= 512 - p for p, c, r in lengths)
+    assert 24 < sorted(p for p, _, _ in lengths)[1000] < 40  # median ~ seq/16
+    dpo.write_pairs(tmp_path / "ids.parquet", tmp_path / "text.parquet", lengths[:20], tiny_qwen25)
+    ids = pq.read_table(tmp_path / "ids.parquet").to_pylist()
+    text = pq.read_table(tmp_path / "text.parquet").to_pylist()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen25)
+    encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for (p, c, r), row, words in zip(lengths, ids, text):
+        assert [len(row[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")] == [p, c, r]
+        assert row["chosen_ids"][-1] == row["rejected_ids"][-1] == tokenizer.eos_token_id
+        assert words["chosen"].endswith(tokenizer.eos_token)  # trl adds no second EOS
+        assert encode(words["prompt"]) == row["prompt_ids"]
+        for side in ("chosen", "rejected"):
+            assert encode(words["prompt"] + words[side]) == row["prompt_ids"] + row[f"{side}_ids"]
+
+
+def test_dpo_record_has_its_own_section(tmp_path: Path) -> None:
+    from bench import dpo
+
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text(f"# Benchmarks\n\n## {bench.SECTION}\n\nSFT intro\n")
+    args = dpo.parse_args(["--model", "tiny", "--seq", "256", "--steps", "3", "--warmup", "1", "--benchmarks",
+                           str(path)])
+    row = {"method": "lora", "tokens_per_second": 100.0, "tokens_per_step": 400.0, "step_seconds": 4.0,
+           "peak_memory": 2**30, "dtype": "bfloat16", "same_tokens": True,
+           "settings": {"batch": 4, "grad_accum": 1, "packing": False, "bf16": True, "beta": 0.1}}
+    results = [{**row, "side": "tailor"}, {**row, "side": "trl-tuned", "tokens_per_second": 50.0}]
+    for _ in range(2):
+        dpo.record(args, ["--seq", "256"], "CPU test", [(16, 20, 24)], results)
+    text = path.read_text()
+    assert text.index(bench.SECTION) < text.index(dpo.SECTION) and text.count(dpo.SECTION) == 1
+    assert "Compare like with like: the baseline gets the same switches a competent user would set." in text
+    assert text.count("Command: `python -m bench.dpo --seq 256` (1 warmup + 3 measured steps per row") == 2
+    assert "| tailor defaults | bfloat16, bf16, beta=0.1 | 4 | 400 | 100 | 4.000 | 1.00 GB | 2.00x |" in text
+    assert "| trl tuned by hand | bfloat16, bf16, beta=0.1 | 4 | 400 | 50 | 4.000 | 1.00 GB |  |" in text
+
+
+DPO_ROW = re.compile(r"^(tailor|trl-tuned)\s+(\d+)\s+([\d,]+)\s+([\d.]+)\s+([\d,.]+)\s+([\d.]+)GB\s+(\S+), ", re.M)
+
+
+@pytest.mark.slow  # like the SFT bench's 1-step test; `make bench` itself runs the same code
+def test_one_step_dpo_bench_prints_both_rows_and_the_ratio(tiny_qwen25: Path, tmp_path: Path, capsys,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m bench.dpo` at 1 step, both rows in this process, on the tiny Qwen2.5: nothing is recorded, the
+    plain trl row re-tokenized the text to tailor's ids, and both rows have the same switches but tailor's own."""
+    from bench import dpo
+
+    monkeypatch.chdir(tmp_path)  # BENCHMARKS.md would be written here
+    monkeypatch.setenv("TAILOR_TINY_MODELS_DIR", str(tiny_qwen25.parent))
+    results = dpo.main(["--model", "test", "--seq", "64", "--steps", "1", "--warmup", "0", "--no-record",
+                        "--in-process"])
+    out = capsys.readouterr().out
+    rows = DPO_ROW.findall(out)
+    assert [r[0] for r in rows] == ["tailor", "trl-tuned"], out
+    for _, pairs, *figures, dtype in rows:
+        assert int(pairs) == 4 and all(float(v.replace(",", "")) > 0 for v in figures), out
+    assert re.search(r"^ratio tokens/s tailor/trl-tuned: [\d.]+x$", out, re.M), out
+    assert "not the prepared pairs' tokens" not in out and all(r["same_tokens"] for r in results)
+    tailor, tuned = results
+    assert tailor["tokens_per_step"] == tuned["tokens_per_step"]  # the same pairs in the same batches
+    for key in ("bf16", "fp16", "optim", "batch", "grad_accum", "liger", "attn", "gradient_checkpointing",
+                "max_length", "beta", "loss_type"):
+        assert tuned["settings"][key] == tailor["settings"][key], key
+    assert [r["settings"]["compact_lm_head"] for r in results] == [True, False]
+    assert all(math.isfinite(r["loss"]) for r in results)
+    assert not (tmp_path / "BENCHMARKS.md").exists()
