@@ -64,8 +64,8 @@ merge: $(STAMP) ## merge the adapter into the base: safetensors shards, tokenize
 slurm: $(STAMP) ## render a SLURM batch script for NODES x GPUS (prints it; SUBMIT=1 runs sbatch)
 	$(TAILOR) slurm $(RECIPE) $(ARGS) --nodes $(NODES) --gpus-per-node $(GPUS) $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(SUBMIT),--submit)
 
-eval: $(STAMP) ## evaluate base vs tuned on every eval set (EVAL_SETS=a,b: some; GATE=1: exit 3 on HOLD)
-	$(TAILOR) eval $(RECIPE) $(ARGS) $(if $(GATE),--gate)
+eval: $(STAMP) ## evaluate base vs tuned on every eval set (EVAL_SETS=a,b: some; GATE=1: exit 3 on HOLD; COMPARE=runs/x: also vs that run)
+	$(TAILOR) eval $(RECIPE) $(ARGS) $(if $(GATE),--gate) $(foreach run,$(COMPARE),--compare-run $(run))
 
 all: check data train eval ## check, data, train and eval for RECIPE
 

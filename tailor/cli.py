@@ -112,7 +112,12 @@ def check(recipe: Recipe, args: argparse.Namespace) -> None:
         source = model_source(recipe.model)
         check_weight_files(recipe.model, source)
         check_target_modules(recipe.model, recipe.peft.target_modules)
-    print(f"{args.recipe}: OK ({recipe.name}: {recipe.model.name_or_path}, {recipe.peft.method}, "
+    method = recipe.training.method
+    if recipe.grpo is not None:
+        method += " rewarding " + " + ".join(f"{r.weight:g} x {r.name}" for r in recipe.grpo.rewards)
+    if recipe.init_adapter_dir:
+        method += f" from {recipe.init_adapter_dir}"  # checked by `make train` (it may not be trained yet)
+    print(f"{args.recipe}: OK ({recipe.name}: {recipe.model.name_or_path}, {recipe.peft.method}, {method}, "
           f"{len(recipe.data.sources)} data source(s), metrics {', '.join(recipe.eval.metrics)})")
 
 

@@ -392,7 +392,8 @@ SFT_SET_BY_TAILOR = {
 # Fields of each other method's trl config that tailor sets from the method's own recipe section.
 METHOD_SET_BY_TAILOR: dict[str, dict[str, str]] = {
     "sft": {},
-    "dpo": {"beta": "dpo.beta", "loss_type": "dpo.loss_type", "label_smoothing": "dpo.label_smoothing"},
+    "dpo": {"beta": "dpo.beta", "loss_type": "dpo.loss_type", "loss_weights": "dpo.loss_weights",
+            "label_smoothing": "dpo.label_smoothing"},
     "orpo": {"beta": "orpo.beta"},
     "kto": {"beta": "kto.beta", "desirable_weight": "kto.desirable_weight",
             "undesirable_weight": "kto.undesirable_weight"},
@@ -507,17 +508,31 @@ class EvalSettings(Strict):
                                                 "general text, e.g. {sets: [gsm8k], max_rows: 200}.")
 
 
+DpoLoss = Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "exo_pair", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm", "sft"]
+
+
 class DpoSettings(Strict):
     """Direct preference optimisation (trl DPOTrainer) on chosen/rejected pairs. The reference model is the starting
     point: the base model, or the `peft.init_adapter` it starts from (trl keeps a frozen copy of that adapter)."""
 
     beta: float = Field(0.1, gt=0.0, description="Strength of the pull towards the reference model (DPO paper: "
                         "0.1-0.5; lower moves further).")
-    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "exo_pair", "aot",
-                       "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"] = Field(
-        "sigmoid", description="trl's DPO loss; sigmoid = the DPO paper's.")
+    loss_type: DpoLoss | list[DpoLoss] = Field(
+        "sigmoid", description="trl's DPO loss; sigmoid = the DPO paper's. A list combines losses with "
+        "loss_weights, e.g. [sigmoid, sft] (RPO: DPO plus the chosen answers' SFT loss, which keeps their likelihood "
+        "from falling).")
+    loss_weights: list[float] | None = Field(None, description="Weight of each loss of a loss_type list "
+                                             "(default: 1 each).")
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="Assumed share of flipped labels (cDPO, "
                                    "robust).")
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> "DpoSettings":
+        losses = self.loss_type if isinstance(self.loss_type, list) else [self.loss_type]
+        if self.loss_weights is not None and len(self.loss_weights) != len(losses):
+            raise ValueError(f"dpo.loss_weights has {len(self.loss_weights)} weights for {len(losses)} loss types")
+        return self
 
 
 class OrpoSettings(Strict):

@@ -183,3 +183,55 @@ def test_a_stalled_rank_is_named_when_the_collective_times_out(workdir) -> None:
     assert process.returncode not in (0, PREEMPTED_EXIT_CODE), out[-3000:]
     assert "stalled: rank 1 (host" in out and "finished step 2" in out, out[-3000:]
     assert "the other ranks were waiting at the sync after step 2" in out, out[-3000:]
+
+
+@pytest.fixture(scope="module")
+def pairs_workdir(tmp_path_factory, tiny_qwen25: Path) -> Path:
+    """Preference pairs and GRPO prompts on the tiny model, shared by the method runs below."""
+    from test_methods import pairs
+
+    root = tmp_path_factory.mktemp("dist-methods")
+    data = write_jsonl(root / "pairs.jsonl", pairs(48))
+    write_tiny_recipe(root / "dpo.yaml", tiny_qwen25, data, "dpo", peft={"dropout": 0.0},
+                      data_keys={"sources": [{"path": str(data), "format": "preference"}]},
+                      training={"method": "dpo", "max_steps": 4, "grad_accum": 2, "lr": 5.0e-3, "warmup_ratio": 0})
+    prompts = write_jsonl(root / "prompts.jsonl", [{"prompt": f"Say yes {i}.", "completion": "yes"} for i in range(48)])
+    write_tiny_recipe(root / "grpo.yaml", tiny_qwen25, prompts, "grpo", peft={"dropout": 0.0},
+                      data_keys={"sources": [{"path": str(prompts), "format": "prompt_completion"}]},
+                      training={"method": "grpo", "max_steps": 3, "batch_size": 4, "grad_accum": 2, "lr": 5.0e-3,
+                                "warmup_ratio": 0},
+                      tail="grpo:\n  rewards: [exact_match, token_f1]\n  num_generations: 4\n"
+                           "  max_completion_length: 4\n")
+    return root
+
+
+@pytest.mark.slow  # ~40 s of launches: in make test-slow (SFT's DDP and FSDP2 matches stay in the default suite)
+def test_dpo_on_two_processes_matches_one_process(pairs_workdir: Path) -> None:
+    path = pairs_workdir / "dpo.yaml"
+    for name, extra, args in (("dpo-1", [], []), ("dpo-2", ["training.grad_accum=1"], ["--gpus", "2"])):
+        overrides = [f"name={name}", *extra]
+        prepare(load_recipe(path, overrides))
+        run(path, overrides, *args)
+    one, two = metrics(pairs_workdir, "dpo-1"), metrics(pairs_workdir, "dpo-2")
+    assert two["world_size"] == 2 and one["global_batch"] == two["global_batch"] == 8
+    assert two["loss_history"] == pytest.approx(one["loss_history"], abs=LOSS_TOL)
+    for name in ("rewards/margins", "rewards/chosen"):  # trl gathers the method's signals across processes
+        assert [v for _, v in two["curves"][name]] == pytest.approx([v for _, v in one["curves"][name]], abs=LOSS_TOL)
+    assert max_diff(adapter(pairs_workdir, "dpo-2"), adapter(pairs_workdir, "dpo-1")) < WEIGHT_TOL
+
+
+@pytest.mark.slow
+def test_grpo_on_two_processes_scores_the_same_global_batch(pairs_workdir: Path) -> None:
+    """GRPO samples its answers, and two processes draw other samples than one: the runs agree in shape (global
+    batch, groups, rewards gathered from every process), not in values."""
+    path = pairs_workdir / "grpo.yaml"
+    for name, extra, args in (("grpo-1", [], []), ("grpo-2", ["training.grad_accum=1"], ["--gpus", "2"])):
+        overrides = [f"name={name}", *extra]
+        prepare(load_recipe(path, overrides))
+        run(path, overrides, *args)
+    one, two = metrics(pairs_workdir, "grpo-1"), metrics(pairs_workdir, "grpo-2")
+    assert two["world_size"] == 2 and one["global_batch"] == two["global_batch"] == 8
+    assert one["steps"] == two["steps"] == 3
+    for result in (one, two):
+        assert {"rewards/exact_match/mean", "rewards/token_f1/mean", "reward_std"} <= set(result["curves"])
+        assert all(0.0 <= v <= 1.0 for _, v in result["curves"]["rewards/token_f1/mean"])

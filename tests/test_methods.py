@@ -7,6 +7,7 @@ wrong starting adapter before any model loads.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,36 @@ def test_wrong_starting_adapters_are_refused_naming_the_recipe_line(tmp_path: Pa
     assert init_adapter_record(load_recipe(path, [f"peft.init_adapter={other}", "peft.r=8"]))["run"] is None
     with pytest.raises(TailorError, match=r"peft\.from_run: .*runs/sft/adapter does not exist \(train run 'sft'"):
         init_adapter_record(load_recipe(path, ["peft.init_adapter=null", "peft.from_run=sft"]))
+
+
+@pytest.mark.parametrize("extra, error", [
+    (["grpo.rewards=[]"], r"training\.method: method grpo needs rewards"),
+    (["grpo.rewards=[json_vaild]"],
+     r"grpo\.rewards\[0\]\.name: .*unknown reward 'json_vaild' \(did you mean 'json_valid'\?\)"),
+    (["dpo.beta=0.2"], r"dpo: dpo settings are given but training\.method is grpo"),
+    (["training.method=dpo", "grpo=null"], r"data\.sources\[0\]\.format: training\.method dpo trains on preference data"),
+    (["training.extra={temperature: 0.5}"], r"training\.extra\.temperature: tailor sets GRPOConfig\.temperature "
+                                            r"itself: use grpo\.temperature"),
+    (["training.packing=true"], r"training\.packing: packing applies to method sft only"),
+    (["training.eval_steps=5"], r"training\.eval_steps: the held-out loss during training is SFT's"),
+    (["peft.init_adapter=a", "peft.from_run=b"], r"peft\.from_run: give init_adapter or from_run, not both"),
+])
+def test_method_settings_that_cannot_work_are_refused_at_load(tmp_path: Path, tiny_qwen25: Path, extra, error) -> None:
+    path = method_recipe(tmp_path, tiny_qwen25, "grpo", [{"prompt": "a", "completion": "b"}], "prompt_completion",
+                         tail="grpo:\n  rewards: [exact_match]\n")
+    load_recipe(path)  # valid as written
+    with pytest.raises(TailorError, match=error):
+        load_recipe(path, extra)
+
+
+def test_launcher_refuses_a_wrong_starting_adapter_before_any_model_loads(tmp_path: Path, tiny_qwen25: Path) -> None:
+    import subprocess
+    import sys
+
+    path = method_recipe(tmp_path, tiny_qwen25, "dpo", pairs(8), "preference", peft={"from_run": "missing"})
+    prepare(load_recipe(path))
+    result = subprocess.run([sys.executable, "-m", "train", str(path)], cwd=REPO, capture_output=True, text=True,
+                            env={**__import__("os").environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert result.returncode != 0
+    assert re.search(r"dpo\.yaml:\d+: peft\.from_run: .*missing/adapter does not exist", result.stderr), result.stderr
+    assert "accelerate" not in result.stdout and "Loading weights" not in result.stderr

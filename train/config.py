@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from peft import LoraConfig
     from trl import SFTConfig
 
-NOT_IN = {"packing": ("dpo", "orpo", "kto", "grpo"), "max_length": ("grpo",), "dataset_num_proc": ("grpo",)}
+# common arguments a method's config lacks, or (GRPO: its batches hold prompts, not input_ids) cannot count
+NOT_IN = {"packing": ("dpo", "orpo", "kto", "grpo"), "max_length": ("grpo",), "dataset_num_proc": ("grpo",),
+          "include_num_input_tokens_seen": ("grpo",)}
 
 
 def lora_config(recipe: Recipe, model: Any = None) -> "LoraConfig":
@@ -49,7 +51,9 @@ def method_kwargs(recipe: Recipe, use_cpu: bool) -> dict[str, Any]:
     """The trl config fields of the method's own recipe section (every name is in METHOD_SET_BY_TAILOR)."""
     method, settings = recipe.training.method, recipe.method_settings()
     if method == "dpo":
-        return {"beta": settings.beta, "loss_type": [settings.loss_type], "label_smoothing": settings.label_smoothing}
+        losses = settings.loss_type if isinstance(settings.loss_type, list) else [settings.loss_type]
+        return {"beta": settings.beta, "loss_type": losses, "loss_weights": settings.loss_weights,
+                "label_smoothing": settings.label_smoothing}
     if method == "orpo":
         return {"beta": settings.beta}
     if method == "kto":

@@ -163,8 +163,10 @@ def train(recipe: Recipe) -> dict[str, Any]:
         summary = {k: v for k, v in metrics.items() if k not in ("loss_history", "curves")}
         update_record(paths, "train", summary)
         finish_stage(run, summary)
-        print(f"train: {metrics['steps']} steps, final mean loss {metrics['train_loss']:.4f}, "
-              f"{metrics['tokens_per_second']} tokens/s, adapter saved to {paths.adapter_dir}")
+        speed = f"{metrics['tokens_per_second']} tokens/s" if metrics["tokens_per_second"] else \
+            f"final reward {metrics.get('final', {}).get('reward')}"
+        print(f"train: {metrics['steps']} steps, final mean loss {metrics['train_loss']:.4f}, {speed}, "
+              f"adapter saved to {paths.adapter_dir}")
     state.wait_for_everyone()
     return metrics
 

@@ -51,7 +51,7 @@ def main() -> None:
     renderer = renderer_for(recipe, tokenizer)
     prompts = [renderer.prompt(system + row["messages"]) for row in rows]
     model = PeftModel.from_pretrained(load_model(recipe.model, for_generation=True), str(adapter))
-    answers = generate(model, tokenizer, prompts, recipe.eval, desc="answer").answers
+    answers = generate(model, tokenizer, prompts, recipe.eval, desc="answer").texts
     fields = recipe.eval.json_fields
     pairs, right, empty = [], 0, 0
     for line, (row, answer) in enumerate(zip(rows, answers), start=1):
