@@ -132,11 +132,9 @@ def _label(value: Any, key: str) -> bool:
 
 
 def to_messages(row: dict[str, Any], source: DataSource, system_prompt: str | None) -> list[dict[str, Any]]:
-    """Convert one row to `[{"role": ..., "content": ...}, ...]` ending with an assistant message (a preference
-    row: its chosen conversation)."""
+    """Convert one row of an SFT format to `[{"role": ..., "content": ...}, ...]` ending with an assistant message
+    (preference rows: `to_preference`)."""
     fields = source.fields
-    if source.format in PREFERENCE_FORMATS:
-        return to_preference(row, source, system_prompt).conversation
     if source.format == "text":
         return [{"role": TEXT_ROLE, "content": _text(row, fields.text)}]
     if source.format in ("messages", "sharegpt"):

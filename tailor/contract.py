@@ -8,7 +8,7 @@ import hashlib
 from typing import Any
 
 from tailor.errors import TailorError
-from tailor.recipe import section_hash
+from tailor.recipe import hash_json
 from tailor.runs import RunPaths, read_json
 from tailor.schema import Recipe
 
@@ -16,10 +16,24 @@ from tailor.schema import Recipe
 def data_hash(recipe: Recipe) -> str:
     """Hash of every recipe setting that changes the prepared data; train and eval check it. training.method
     decides train.parquet's columns (sft keeps the hash it always had)."""
-    text = f"{section_hash(recipe, 'model', 'data')}:max_length={recipe.training.max_length}"
+    dumped = recipe.model_dump(mode="json")
+    sections = {"model": dumped["model"], "data": dumped["data"]}
+    for source in _sources(sections["data"]):  # preference columns count only where they are read
+        if source.get("format") not in PREFERENCE_FORMATS:
+            for name in PREFERENCE_FIELDS:
+                source.get("fields", {}).pop(name, None)
+    text = f"{hash_json(sections)}:max_length={recipe.training.max_length}"
     if recipe.training.method != "sft":
         text += f":method={recipe.training.method}"
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+PREFERENCE_FORMATS = ("preference", "unpaired_preference")
+PREFERENCE_FIELDS = ("chosen", "rejected", "label")
+
+
+def _sources(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*data.get("sources", []), *(s for sources in data.get("eval_sets", {}).values() for s in sources)]
 
 
 def check_prepared_data(recipe: Recipe, paths: RunPaths) -> dict[str, Any]:

@@ -63,16 +63,16 @@ def origin(recipe: Recipe, key: str) -> str:
 
 def recipe_hash(recipe: Recipe) -> str:
     """Stable hash of the resolved recipe (sha256 of its canonical JSON)."""
-    return _hash_json(recipe.model_dump(mode="json"))
+    return hash_json(recipe.model_dump(mode="json"))
 
 
 def section_hash(recipe: Recipe, *sections: str) -> str:
     """Stable hash of some sections of the resolved recipe, e.g. ("model", "data") for the data stage."""
     dumped = recipe.model_dump(mode="json")
-    return _hash_json({name: dumped[name] for name in sections})
+    return hash_json({name: dumped[name] for name in sections})
 
 
-def _hash_json(obj: Any) -> str:
+def hash_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

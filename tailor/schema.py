@@ -326,7 +326,8 @@ class TrainingSettings(Strict):
     @model_validator(mode="after")
     def _extra_is_trl_config(self) -> "TrainingSettings":
         config = TRL_CONFIGS[self.method]
-        set_here = {**SFT_SET_BY_TAILOR, **METHOD_SET_BY_TAILOR[self.method]}
+        set_here = {**{k: v for k, v in SFT_SET_BY_TAILOR.items() if self.method not in NOT_SET_FOR.get(k, ())},
+                    **METHOD_SET_BY_TAILOR[self.method]}
         for key in self.extra:
             if key in set_here:
                 raise PydanticCustomError("tailor_extra_set", "tailor sets {config}.{name} itself: use {use}",
@@ -403,6 +404,10 @@ METHOD_SET_BY_TAILOR: dict[str, dict[str, str]] = {
              "scale_rewards": "grpo.scale_rewards", "use_vllm": "grpo.vllm", "vllm_mode": "grpo.vllm",
              "vllm_server_base_url": "grpo.vllm_server_url", "log_completions": "tracking.log_samples"},
 }
+# Shared trl arguments tailor does not set for some methods: their config lacks the field, or (GRPO, ORPO: batches
+# without input_ids) transformers cannot count input tokens.
+NOT_SET_FOR = {"packing": ("dpo", "orpo", "kto", "grpo"), "max_length": ("grpo",), "dataset_num_proc": ("grpo",),
+               "include_num_input_tokens_seen": ("orpo", "grpo")}
 TRL_CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "orpo": "ORPOConfig", "kto": "KTOConfig",
                "grpo": "GRPOConfig"}
 
@@ -524,14 +529,21 @@ class DpoSettings(Strict):
         "from falling).")
     loss_weights: list[float] | None = Field(None, description="Weight of each loss of a loss_type list "
                                              "(default: 1 each).")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="Assumed share of flipped labels (cDPO, "
-                                   "robust).")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="Assumed share of flipped labels (robust, "
+                                   "exo_pair, aot).")
 
     @model_validator(mode="after")
     def _weights_match(self) -> "DpoSettings":
         losses = self.loss_type if isinstance(self.loss_type, list) else [self.loss_type]
         if self.loss_weights is not None and len(self.loss_weights) != len(losses):
             raise ValueError(f"dpo.loss_weights has {len(self.loss_weights)} weights for {len(losses)} loss types")
+        if self.label_smoothing and not set(losses) & {"robust", "exo_pair", "aot"}:
+            raise PydanticCustomError("tailor_smoothing", "trl's {losses} loss ignores label_smoothing (used by "
+                                      "robust, exo_pair and aot): set dpo.loss_type: robust, or remove it",
+                                      {"key": "label_smoothing", "losses": "/".join(losses)})
+        if "exo_pair" in losses and not self.label_smoothing:
+            raise PydanticCustomError("tailor_smoothing", "exo_pair needs label_smoothing > 0 (e.g. 1e-3)",
+                                      {"key": "label_smoothing"})
         return self
 
 

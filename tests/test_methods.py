@@ -141,7 +141,12 @@ def test_wrong_starting_adapters_are_refused_naming_the_recipe_line(tmp_path: Pa
     (other / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_qwen25), "r": 8}))
     with pytest.raises(TailorError, match=r"peft\.r is 16 but the adapter .* has r=8"):
         init_adapter_record(load_recipe(path, [f"peft.init_adapter={other}"]))
-    assert init_adapter_record(load_recipe(path, [f"peft.init_adapter={other}", "peft.r=8"]))["run"] is None
+    (other / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_qwen25), "r": 8,
+                                                           "lora_dropout": 0.1}))
+    with pytest.raises(TailorError, match=r"peft\.dropout is 0\.05 but the adapter .* has lora_dropout=0\.1"):
+        init_adapter_record(load_recipe(path, [f"peft.init_adapter={other}", "peft.r=8"]))
+    assert init_adapter_record(load_recipe(path, [f"peft.init_adapter={other}", "peft.r=8", "peft.dropout=0.1"]))[
+        "run"] is None
     with pytest.raises(TailorError, match=r"peft\.from_run: .*runs/sft/adapter does not exist \(train run 'sft'"):
         init_adapter_record(load_recipe(path, ["peft.init_adapter=null", "peft.from_run=sft"]))
 
@@ -157,6 +162,8 @@ def test_wrong_starting_adapters_are_refused_naming_the_recipe_line(tmp_path: Pa
     (["training.packing=true"], r"training\.packing: packing applies to method sft only"),
     (["training.eval_steps=5"], r"training\.eval_steps: the held-out loss during training is SFT's"),
     (["peft.init_adapter=a", "peft.from_run=b"], r"peft\.from_run: give init_adapter or from_run, not both"),
+    (["training.method=dpo", "grpo=null", "data.sources.0.format=preference", "dpo.label_smoothing=0.1"],
+     r"dpo\.label_smoothing: trl's sigmoid loss ignores label_smoothing"),
 ])
 def test_method_settings_that_cannot_work_are_refused_at_load(tmp_path: Path, tiny_qwen25: Path, extra, error) -> None:
     path = method_recipe(tmp_path, tiny_qwen25, "grpo", [{"prompt": "a", "completion": "b"}], "prompt_completion",
@@ -177,3 +184,45 @@ def test_launcher_refuses_a_wrong_starting_adapter_before_any_model_loads(tmp_pa
     assert result.returncode != 0
     assert re.search(r"dpo\.yaml:\d+: peft\.from_run: .*missing/adapter does not exist", result.stderr), result.stderr
     assert "accelerate" not in result.stdout and "Loading weights" not in result.stderr
+
+
+def test_sft_data_and_training_hashes_are_those_of_before_the_methods(monkeypatch) -> None:
+    """Adding the methods (new schema keys with defaults) must not invalidate SFT runs' prepared data, finished
+    adapters and checkpoints: the demo's hashes are pinned at their values before (commit 298ddcd)."""
+    from tailor.contract import data_hash
+    from train.checkpoints import training_key
+
+    monkeypatch.chdir(REPO)  # recipe paths resolve relative to the working directory
+    recipe = load_recipe("recipes/hotel-demo.yaml")
+    assert data_hash(recipe).startswith("0d1e7b81f477eb32")
+    assert training_key(recipe, data_hash(recipe)).startswith("31f53df44933334a")
+
+
+def test_kto_on_pairs_never_scores_kl_against_the_same_prompts_other_answer(tmp_path: Path, tiny_qwen25: Path) -> None:
+    from train.run import build_trainer
+
+    recipe = load_recipe(method_recipe(tmp_path, tiny_qwen25, "kto", pairs(16), "preference"))
+    prepare(recipe)
+    trainer, _, _ = build_trainer(recipe)
+    rows = trainer.train_dataset
+    assert len(rows) == 2 * len({tuple(ids) for ids in rows["prompt_ids"]})  # each pair: desirable + undesirable
+    for row in rows:  # the KL term compares with a completion to another prompt
+        own = {tuple(r["completion_ids"]) for r in rows if r["prompt_ids"] == row["prompt_ids"]}
+        assert tuple(row["KL_completion_ids"]) not in own
+
+
+def test_grpo_prompts_keep_the_templates_bos_once() -> None:
+    from datasets import Dataset
+    from tiny_models import ensure_tiny_model
+    from transformers import AutoTokenizer
+
+    from train.run import _without_leading_bos
+
+    tiny_llama3 = ensure_tiny_model("llama3")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama3)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                           add_generation_prompt=True)
+    assert prompt.startswith(tokenizer.bos_token)  # Llama 3's template writes it; its tokenizer adds it too
+    fixed = _without_leading_bos(Dataset.from_list([{"prompt": prompt}]), tokenizer)[0]["prompt"]
+    ids = tokenizer(fixed)["input_ids"]  # as trl tokenizes a text prompt
+    assert ids == tokenizer(prompt, add_special_tokens=False)["input_ids"]  # as eval does: one BOS

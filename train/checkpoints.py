@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tailor.errors import TailorError
-from tailor.recipe import _hash_json
+from tailor.recipe import hash_json
 from tailor.runs import RunPaths, atomic_write_json, read_json
 from tailor.schema import Recipe
 
@@ -43,11 +43,15 @@ def training_key(recipe: Recipe, data_hash: str, init_adapter: dict[str, Any] | 
     if training.get("method") == "sft":
         training.pop("method")
     extra = {"method": method.model_dump(mode="json")} if method is not None else {}
+    if recipe.training.method == "grpo":  # what the rewards score with (project functions: by name only)
+        from tailor.metrics import metric_options
+
+        extra["reward_options"] = {**metric_options(recipe), "think_tags": recipe.eval.think_tags}
     if init_adapter is not None:
         extra["init_adapter"] = init_adapter["sha256"]
     peft = {k: v for k, v in recipe.peft.model_dump(mode="json").items()
             if not (k in ("init_adapter", "from_run") and v is None)}
-    return _hash_json({"model": recipe.model.model_dump(mode="json"), "peft": peft,
+    return hash_json({"model": recipe.model.model_dump(mode="json"), "peft": peft,
                        "training": training, "data_hash": data_hash, **extra})
 
 

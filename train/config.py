@@ -6,15 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from tailor.choices import optimizer_name, use_liger
 from tailor.runs import RunPaths
-from tailor.schema import METHOD_SET_BY_TAILOR, SFT_SET_BY_TAILOR, Recipe, trl_config_class
+from tailor.schema import METHOD_SET_BY_TAILOR, NOT_SET_FOR, SFT_SET_BY_TAILOR, Recipe, trl_config_class
 
 if TYPE_CHECKING:
     from peft import LoraConfig
     from trl import SFTConfig
 
-# common arguments a method's config lacks, or (GRPO: its batches hold prompts, not input_ids) cannot count
-NOT_IN = {"packing": ("dpo", "orpo", "kto", "grpo"), "max_length": ("grpo",), "dataset_num_proc": ("grpo",),
-          "include_num_input_tokens_seen": ("grpo",)}
 
 
 def lora_config(recipe: Recipe, model: Any = None) -> "LoraConfig":
@@ -35,7 +32,7 @@ def trainer_config(recipe: Recipe, paths: RunPaths, use_cpu: bool, precision: st
     against that config's fields at recipe load) passed last."""
     method = recipe.training.method
     kwargs = common_kwargs(recipe, paths, use_cpu, precision, report_to, strategy, grad_accum)
-    kwargs = {k: v for k, v in kwargs.items() if method not in NOT_IN.get(k, ())}
+    kwargs = {k: v for k, v in kwargs.items() if method not in NOT_SET_FOR.get(k, ())}
     kwargs.update(method_kwargs(recipe, use_cpu))
     clash = sorted(set(kwargs) & set(recipe.training.extra))
     if clash:  # the schema refuses these; a recipe built around it must not override silently
@@ -60,7 +57,7 @@ def method_kwargs(recipe: Recipe, use_cpu: bool) -> dict[str, Any]:
         return {"beta": settings.beta, "desirable_weight": settings.desirable_weight,
                 "undesirable_weight": settings.undesirable_weight}
     if method == "grpo":
-        vllm = vllm_mode(settings.vllm, use_cpu)
+        vllm = vllm_mode(recipe, settings.vllm, use_cpu)
         return {"beta": settings.beta, "loss_type": settings.loss_type, "num_generations": settings.num_generations,
                 "max_completion_length": settings.max_completion_length, "temperature": settings.temperature,
                 "top_p": settings.top_p, "reward_weights": [r.weight for r in settings.rewards],
@@ -69,7 +66,7 @@ def method_kwargs(recipe: Recipe, use_cpu: bool) -> dict[str, Any]:
     return {}
 
 
-def vllm_mode(choice: str, use_cpu: bool) -> str | None:
+def vllm_mode(recipe: Recipe, choice: str, use_cpu: bool) -> str | None:
     """GRPO's generation engine: None = transformers generate; "colocate"/"server" = trl's vLLM modes. auto picks
     colocate on GPUs when vLLM is installed (as eval's backend does); a named mode without vLLM is an error."""
     import importlib.util
@@ -80,7 +77,9 @@ def vllm_mode(choice: str, use_cpu: bool) -> str | None:
     if not installed or use_cpu:
         from tailor.errors import TailorError
 
-        raise TailorError(f"grpo.vllm: {choice} needs vLLM on a GPU machine ("
+        from tailor.recipe import origin
+
+        raise TailorError(f"{origin(recipe, 'grpo.vllm')}: grpo.vllm: {choice} needs vLLM on a GPU machine ("
                           + ("vLLM is not installed" if not installed else "no GPU here") + "); use grpo.vllm: auto")
     return "colocate" if choice == "auto" else choice
 

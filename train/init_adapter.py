@@ -1,9 +1,10 @@
 """Start training from an earlier run's adapter (`peft.init_adapter` / `peft.from_run`): SFT, then DPO or GRPO.
 
 Refused before any model loads, naming the recipe line: a folder that is not a trained adapter, one trained on
-another base model, or one whose rank/alpha differ from the recipe's peft section (training continues that adapter,
-so its shape is the adapter's). The adapter's identity (path, weights hash, the run that trained it) goes into the
-training key and the run record.
+another base model, or one whose settings differ from the recipe's peft section (training continues that adapter,
+so its shape is the adapter's: rank, alpha, dropout, rsLoRA, DoRA; its target modules are the adapter's own).
+Its weights hash goes into the training key (retraining it invalidates checkpoints made from the old one); its
+path, hash and run into the run record.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from tailor.recipe import origin
 from tailor.schema import Recipe
 
 BASE_KEYS = ("name_or_path", "gguf_file", "revision")
+# recipe peft keys the starting adapter decides (its adapter_config.json names): they must agree, not be ignored
+SHAPE_KEYS = (("r", "r"), ("alpha", "lora_alpha"), ("dropout", "lora_dropout"), ("use_rslora", "use_rslora"),
+              ("use_dora", "use_dora"))
 
 
 def init_adapter_record(recipe: Recipe) -> dict[str, Any] | None:
@@ -32,12 +36,18 @@ def init_adapter_record(recipe: Recipe) -> dict[str, Any] | None:
         hint = (f" (train run {recipe.peft.from_run!r} first: make train RECIPE=<its recipe>)"
                 if recipe.peft.from_run else "")
         raise TailorError(f"{where}: {path} does not exist{hint}.")
-    weights = sorted(path.glob("adapter_model.safetensors")) or sorted(path.glob("adapter_model.bin"))
+    weights = sorted(path.glob("adapter_model.safetensors"))
+    if not weights and recipe.model.allow_pickle_weights:
+        weights = sorted(path.glob("adapter_model.bin"))
     config_file = path / "adapter_config.json"
     if not config_file.is_file() or not weights:
         raise TailorError(f"{where}: {path} is not a trained adapter folder (it needs adapter_config.json and "
-                          "adapter_model.safetensors, as `make train` writes to runs/<name>/adapter).")
-    config = json.loads(config_file.read_text(encoding="utf-8"))
+                          "adapter_model.safetensors, as `make train` writes to runs/<name>/adapter; a pickled "
+                          "adapter_model.bin only with model.allow_pickle_weights).")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise TailorError(f"{where}: {config_file} is not valid JSON ({err}).") from None
     trained = _trained_recipe(path)
     base = {k: trained.get("model", {}).get(k) for k in BASE_KEYS} if trained else \
         {"name_or_path": config.get("base_model_name_or_path")}
@@ -46,7 +56,7 @@ def init_adapter_record(recipe: Recipe) -> dict[str, Any] | None:
         raise TailorError(f"{where}: {path} was trained on base model {_show(base)}, this recipe fine-tunes "
                           f"{_show(ours)} (model.name_or_path at {origin(recipe, 'model.name_or_path')}). An adapter "
                           "only fits the base model it was trained on.")
-    for ours_key, theirs_key in (("r", "r"), ("alpha", "lora_alpha")):
+    for ours_key, theirs_key in SHAPE_KEYS:
         theirs = config.get(theirs_key)
         if theirs is not None and theirs != getattr(recipe.peft, ours_key):
             raise TailorError(f"{origin(recipe, f'peft.{ours_key}')}: peft.{ours_key} is "

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from tailor.errors import TailorError
+from tailor.recipe import origin
 from tailor.runs import RunPaths, atomic_write_text
 from tailor.schema import Recipe
 
@@ -77,7 +78,7 @@ def check_launch(recipe: Recipe, launch: Launch, gpus_visible: int) -> None:
         group = recipe.grpo.num_generations
         batch = recipe.training.batch_size * recipe.training.grad_accum * launch.world_size
         if batch % group:
-            raise TailorError(f"grpo.num_generations={group}: GRPO scores groups of answers to one prompt, so the "
+            raise TailorError(f"{origin(recipe, 'grpo.num_generations')}: grpo.num_generations={group}: GRPO scores groups of answers to one prompt, so the "
                               f"answers generated per optimizer step (training.batch_size x training.grad_accum x "
                               f"{launch.world_size} process(es) = {batch}) must be a multiple of it; e.g. "
                               f"training.batch_size={group}.")

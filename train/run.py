@@ -53,6 +53,8 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
     dataset = load_dataset("parquet", data_files=str(paths.train_data), split="train").select_columns(COLUMNS[method])
     eval_dataset = _eval_slice(recipe, paths) if recipe.training.eval_steps else None
     tokenizer = load_tokenizer(recipe.model)
+    if method == "grpo":
+        dataset = _without_leading_bos(dataset, tokenizer)
     qlora = recipe.peft.method == "qlora"
     use_cpu = not torch.cuda.is_available()
     device_map = None
@@ -72,15 +74,28 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
     return trainer, tokenizer, {**manifest, "precision": precision.record(), "init_adapter": init}
 
 
+def _without_leading_bos(dataset: Any, tokenizer: Any) -> Any:
+    """GRPO prompts are rendered template text, which holds the BOS token where the template writes it (Llama,
+    Gemma); trl tokenizes them with special tokens, so a tokenizer that adds BOS itself would double it. Eval
+    tokenizes without special tokens; this keeps training on the same ids."""
+    bos = tokenizer.bos_token
+    if not bos or tokenizer("x")["input_ids"][:1] != [tokenizer.bos_token_id]:
+        return dataset
+    return dataset.map(lambda row: {"prompt": row["prompt"][len(bos):] if row["prompt"].startswith(bos)
+                                    else row["prompt"]})
+
+
 def _eval_slice(recipe: Recipe, paths: RunPaths) -> Any:
     """The fixed rows scored every training.eval_steps: the first eval_rows of the recipe's first eval set."""
     from datasets import load_dataset
+
+    from train.trainers import COLUMNS
 
     name = recipe.data.set_names()[0]
     dataset = load_dataset("parquet", data_files=str(paths.eval_set_data(name)), split="train")
     if len(dataset) == 0:
         raise TailorError(f"training.eval_steps: eval set {name!r} has no rows to score.")
-    return dataset.select(range(min(recipe.training.eval_rows, len(dataset)))).select_columns(["input_ids", "assistant_masks"])
+    return dataset.select(range(min(recipe.training.eval_rows, len(dataset)))).select_columns(list(COLUMNS["sft"]))
 
 
 def _eval_history(trainer: Any) -> dict[str, Any]:
@@ -146,7 +161,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
                "strategy": os.environ.get("TAILOR_STRATEGY", "single"), "precision": precision,
                "method": recipe.training.method, "init_adapter": init,
                "loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h],
-               **method_curves(trainer.state.log_history), **_eval_history(trainer)}
+               **(method_curves(trainer.state.log_history) if recipe.training.method != "sft" else {}),
+               **_eval_history(trainer)}
     if stop.stopped_at is not None:
         state.wait_for_everyone()
         if state.is_main_process:
@@ -163,8 +179,9 @@ def train(recipe: Recipe) -> dict[str, Any]:
         summary = {k: v for k, v in metrics.items() if k not in ("loss_history", "curves")}
         update_record(paths, "train", summary)
         finish_stage(run, summary)
+        final = metrics.get("final", {})
         speed = f"{metrics['tokens_per_second']} tokens/s" if metrics["tokens_per_second"] else \
-            f"final reward {metrics.get('final', {}).get('reward')}"
+            f"final reward {final['reward']}" if "reward" in final else f"final margin {final.get('rewards/margins')}"
         print(f"train: {metrics['steps']} steps, final mean loss {metrics['train_loss']:.4f}, {speed}, "
               f"adapter saved to {paths.adapter_dir}")
     state.wait_for_everyone()
@@ -178,7 +195,7 @@ CURVES = ("rewards/", "reward", "kl", "logps/", "logits/", "completions/", "frac
 def method_curves(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The method's own signals per logged step (DPO reward margins, GRPO rewards per function and their std, KL,
     completion lengths ...) as trl logs them to W&B, for the run record: {"curves": {name: [[step, value], ...]},
-    "final": {name: last value}}; empty for SFT."""
+    "final": {name: last value}} (train() skips it for SFT)."""
     curves: dict[str, list] = {}
     for entry in history:
         for name, value in entry.items():

@@ -3,7 +3,8 @@
 data_prep renders every example with the recipe's chat template and loss mask (tailor.render), as it does for SFT,
 and writes token ids: `prompt_ids`/`chosen_ids`/`rejected_ids` (DPO, ORPO) or `prompt_ids`/`completion_ids`/`label`
 (KTO). trl's DPO and KTO trainers always re-tokenize text columns; these subclasses pass prepared columns through
-(keeping trl's own steps that do not tokenize), so training sees exactly the tokens the mask audit showed.
+(keeping trl's own steps that do not tokenize), so training sees the tokens the mask audit showed (trl trains a
+side from its first trained token through its last).
 GRPO reads the rendered `prompt` text and generates, so it needs no change.
 """
 
@@ -56,11 +57,16 @@ def _kto() -> type:
             if not self.calculate_KL:
                 return dataset
 
-            def mismatched(batch: dict) -> dict:  # trl's own KL pairing: each prompt with the previous completion
-                batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
-                return batch
+            def mismatched(rows: dict) -> dict:
+                """trl's KL pairing (each prompt with another row's completion) over the whole set, shifted by half
+                of it: data_prep writes a pair's desirable and undesirable rows next to each other, and trl's shift
+                by one within a batch would pair a prompt with its own other answer."""
+                completions = rows["completion_ids"]
+                shift = max(1, len(completions) // 2)
+                rows["KL_completion_ids"] = completions[-shift:] + completions[:-shift]
+                return rows
 
-            return dataset.map(mismatched, batched=True, batch_size=args.per_device_train_batch_size)
+            return dataset.map(mismatched, batched=True, batch_size=None)
 
     return PreparedKTOTrainer
 
