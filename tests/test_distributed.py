@@ -205,19 +205,41 @@ def pairs_workdir(tmp_path_factory, tiny_qwen25: Path) -> Path:
     return root
 
 
-@pytest.mark.slow  # ~40 s of launches: in make test-slow (SFT's DDP and FSDP2 matches stay in the default suite)
-def test_dpo_on_two_processes_matches_one_process(pairs_workdir: Path) -> None:
-    path = pairs_workdir / "dpo.yaml"
-    for name, extra, args in (("dpo-1", [], []), ("dpo-2", ["training.grad_accum=1"], ["--gpus", "2"])):
-        overrides = [f"name={name}", *extra]
-        prepare(load_recipe(path, overrides))
-        run(path, overrides, *args)
-    one, two = metrics(pairs_workdir, "dpo-1"), metrics(pairs_workdir, "dpo-2")
-    assert two["world_size"] == 2 and one["global_batch"] == two["global_batch"] == 8
+@pytest.fixture(scope="module")
+def dpo_single(pairs_workdir: Path) -> dict:
+    """DPO's reference run: one process, batch 4 x grad_accum 2 = global batch 8."""
+    overrides = ["name=dpo-1"]
+    prepare(load_recipe(pairs_workdir / "dpo.yaml", overrides))
+    run(pairs_workdir / "dpo.yaml", overrides)
+    return metrics(pairs_workdir, "dpo-1")
+
+
+@pytest.mark.slow  # ~40 s of launches each: in make test-slow (SFT's DDP and FSDP2 matches stay in the default suite)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_dpo_on_two_processes_matches_one_process(pairs_workdir: Path, dpo_single: dict, strategy: str) -> None:
+    path, name = pairs_workdir / "dpo.yaml", f"dpo-{strategy}"
+    overrides = [f"name={name}", "training.grad_accum=1"]
+    prepare(load_recipe(path, overrides))
+    run(path, overrides, "--gpus", "2", "--strategy", strategy)
+    one, two = dpo_single, metrics(pairs_workdir, name)
+    assert two["world_size"] == 2 and one["global_batch"] == two["global_batch"] == 8 and two["strategy"] == strategy
     assert two["loss_history"] == pytest.approx(one["loss_history"], abs=LOSS_TOL)
-    for name in ("rewards/margins", "rewards/chosen"):  # trl gathers the method's signals across processes
-        assert [v for _, v in two["curves"][name]] == pytest.approx([v for _, v in one["curves"][name]], abs=LOSS_TOL)
-    assert max_diff(adapter(pairs_workdir, "dpo-2"), adapter(pairs_workdir, "dpo-1")) < WEIGHT_TOL
+    for curve in ("rewards/margins", "rewards/chosen"):  # trl gathers the method's signals across processes
+        assert [v for _, v in two["curves"][curve]] == pytest.approx([v for _, v in one["curves"][curve]],
+                                                                      abs=LOSS_TOL)
+    assert max_diff(adapter(pairs_workdir, name), adapter(pairs_workdir, "dpo-1")) < WEIGHT_TOL
+
+
+@pytest.mark.slow
+def test_dpo_stopped_by_sigterm_resumes_on_two_processes_and_matches(pairs_workdir: Path, dpo_single: dict) -> None:
+    path, overrides = pairs_workdir / "dpo.yaml", ["name=dpo-resume", "training.save_steps=2"]
+    prepare(load_recipe(path, overrides))
+    interrupt(pairs_workdir, "dpo-resume", launch(path, overrides), signal.SIGTERM)
+    out = run(path, overrides, "--gpus", "2")
+    resumed = metrics(pairs_workdir, "dpo-resume")
+    assert "resuming from" in out and resumed["resumed_from_step"] >= 2 and resumed["world_size"] == 2
+    assert resumed["global_batch"] == dpo_single["global_batch"] and resumed["grad_accum"] == 1
+    assert max_diff(adapter(pairs_workdir, "dpo-resume"), adapter(pairs_workdir, "dpo-1")) < WEIGHT_TOL
 
 
 @pytest.mark.slow

@@ -226,3 +226,27 @@ def test_grpo_prompts_keep_the_templates_bos_once() -> None:
     fixed = _without_leading_bos(Dataset.from_list([{"prompt": prompt}]), tokenizer)[0]["prompt"]
     ids = tokenizer(fixed)["input_ids"]  # as trl tokenizes a text prompt
     assert ids == tokenizer(prompt, add_special_tokens=False)["input_ids"]  # as eval does: one BOS
+
+
+def test_qlora_dpo_from_a_qlora_sft_adapter_trains_on_the_4bit_base(tmp_path: Path, tiny_qwen3: Path) -> None:
+    import bitsandbytes as bnb
+
+    from train.run import build_trainer
+
+    qlora = {"method": "qlora"}
+    sft = write_tiny_recipe(tmp_path / "sft.yaml", tiny_qwen3, write_jsonl(tmp_path / "chat.jsonl", chat_rows(24)),
+                            "sft", model_keys=FP32, peft=qlora, training={"mixed_precision": "fp32"})
+    train_run(sft)
+    path = method_recipe(tmp_path, tiny_qwen3, "dpo", pairs(24), "preference", training={"max_steps": 2},
+                         peft={**qlora, "from_run": "sft"})
+    recipe = load_recipe(path)
+    prepare(recipe)
+    trainer, _, manifest = build_trainer(recipe)
+    assert manifest["init_adapter"]["run"] == "sft"
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules())
+    trained = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n and ".default." in n for n in trained)  # the "ref" copy stays frozen
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if n in trained}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(before[n], after[n].detach()) for n in before)
