@@ -168,21 +168,15 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ the whole run
 
-def defaults_for(gpu: bool) -> dict[str, Any]:
-    """CPU: the small model, short pairs, few steps (the two rows in about a minute on 2 cores); GPU: Qwen2.5-0.5B
-    at 2048 (not measured yet)."""
-    if gpu:
-        return {"model": "qwen2.5-0.5b", "seq": 2048, "steps": 20, "warmup": 3}
-    return {"model": "tiny", "seq": 256, "steps": 3, "warmup": 1}
+# CPU: the small model, short pairs, few steps (the two rows in about a minute on 2 cores); GPU: Qwen2.5-0.5B at
+# 2048 (not measured yet)
+DEFAULTS = {False: {"model": "tiny", "seq": 256, "steps": 3, "warmup": 1},
+            True: {"model": "qwen2.5-0.5b", "seq": 2048, "steps": 20, "warmup": 3}}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.dpo", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help=f"one of {', '.join(sft.model_names())} (default: tiny on CPU, "
-                        "qwen2.5-0.5b on a GPU)")
-    parser.add_argument("--seq", type=int, help="max_length; prompt + completion fit in it (CPU 256, GPU 2048)")
-    parser.add_argument("--steps", type=int, help="measured optimizer steps per row (CPU 3, GPU 20)")
-    parser.add_argument("--warmup", type=int, help="steps run before measuring (CPU 1, GPU 3)")
+    sft.add_run_args(parser, DEFAULTS, "max_length; prompt + completion fit in it")
     parser.add_argument("--batch", type=int, help="pairs per micro batch for both rows (default: tailor's, 4)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to BENCHMARKS.md")
     parser.add_argument("--benchmarks", type=Path, default=sft.BENCHMARKS, metavar="FILE",
@@ -211,7 +205,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 def bench(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
     import torch
 
-    for key, value in defaults_for(torch.cuda.is_available()).items():
+    for key, value in DEFAULTS[torch.cuda.is_available()].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.seq < 4 * LENGTH_FLOOR or args.steps < 1 or args.warmup < 0 or (args.batch is not None and args.batch < 1):

@@ -578,20 +578,26 @@ def versions() -> str:
     return ", ".join(parts)
 
 
-def defaults_for(gpu: bool) -> dict[str, Any]:
-    """CPU: the small model, short rows, few steps (under a minute per row on 2 cores); GPU: the issue's 7B at 4096."""
-    if gpu:
-        return {"model": "qwen2.5-7b", "seq": 4096, "steps": 20, "warmup": 3}
-    return {"model": "tiny", "seq": 384, "steps": 6, "warmup": 1}
+# CPU: the small model, short rows, few steps (under a minute per row on 2 cores); GPU: the issue's 7B at 4096
+DEFAULTS = {False: {"model": "tiny", "seq": 384, "steps": 6, "warmup": 1},
+            True: {"model": "qwen2.5-7b", "seq": 4096, "steps": 20, "warmup": 3}}
+
+
+def add_run_args(parser: argparse.ArgumentParser, defaults: dict[bool, dict[str, Any]], seq_help: str) -> None:
+    """--model, --seq, --steps and --warmup, their CPU and GPU defaults in the help (shared by the bench modules)."""
+    cpu, gpu = defaults[False], defaults[True]
+    parser.add_argument("--model", help=f"one of {', '.join(model_names())} (default: {cpu['model']} on CPU, "
+                        f"{gpu['model']} on a GPU)")
+    parser.add_argument("--seq", type=int, help=f"{seq_help} (CPU {cpu['seq']}, GPU {gpu['seq']})")
+    parser.add_argument("--steps", type=int, help=f"measured optimizer steps per row (CPU {cpu['steps']}, "
+                        f"GPU {gpu['steps']})")
+    parser.add_argument("--warmup", type=int, help=f"steps run before measuring (CPU {cpu['warmup']}, "
+                        f"GPU {gpu['warmup']})")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help=f"one of {', '.join(model_names())} (default: tiny on CPU, qwen2.5-7b "
-                        "on a GPU)")
-    parser.add_argument("--seq", type=int, help="max_length; rows are drawn up to this length (CPU 384, GPU 4096)")
-    parser.add_argument("--steps", type=int, help="measured optimizer steps per row (CPU 6, GPU 20)")
-    parser.add_argument("--warmup", type=int, help="steps run before measuring (CPU 1, GPU 3)")
+    add_run_args(parser, DEFAULTS, "max_length; rows are drawn up to this length")
     parser.add_argument("--methods", nargs="+", choices=["lora", "qlora"], default=["lora", "qlora"])
     parser.add_argument("--sides", nargs="+", choices=[*SIDES, "baseline"], default=list(SIDES),
                         help="rows to run (default: all three; baseline = trl-defaults)")
@@ -642,7 +648,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 def apply_defaults(args: argparse.Namespace, gpu: bool) -> None:
-    for key, value in defaults_for(gpu).items():
+    for key, value in DEFAULTS[gpu].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.seq < 64 or args.steps < 1 or args.warmup < 0:
