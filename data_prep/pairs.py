@@ -129,7 +129,6 @@ class PairStats:
         return out
 
 
-
 def _spread(lengths: np.ndarray) -> dict[str, float] | None:
     """Mean and median of token counts (None when there are none)."""
     if not len(lengths):

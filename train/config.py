@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from trl import SFTConfig
 
 
-
 def lora_config(recipe: Recipe, model: Any = None) -> "LoraConfig":
     """The adapter. With the model given, mixture-of-experts targets follow `peft.moe_experts` (frozen/targeted)."""
     from peft import LoraConfig
@@ -57,7 +56,7 @@ def method_kwargs(recipe: Recipe, use_cpu: bool) -> dict[str, Any]:
         return {"beta": settings.beta, "desirable_weight": settings.desirable_weight,
                 "undesirable_weight": settings.undesirable_weight}
     if method == "grpo":
-        vllm = vllm_mode(recipe, settings.vllm, use_cpu)
+        vllm = vllm_mode(recipe, use_cpu)
         return {"beta": settings.beta, "loss_type": settings.loss_type, "num_generations": settings.num_generations,
                 "max_completion_length": settings.max_completion_length, "temperature": settings.temperature,
                 "top_p": settings.top_p, "reward_weights": [r.weight for r in settings.rewards],
@@ -66,17 +65,18 @@ def method_kwargs(recipe: Recipe, use_cpu: bool) -> dict[str, Any]:
     return {}
 
 
-def vllm_mode(recipe: Recipe, choice: str, use_cpu: bool) -> str | None:
-    """GRPO's generation engine: None = transformers generate; "colocate"/"server" = trl's vLLM modes. auto picks
-    colocate on GPUs when vLLM is installed (as eval's backend does); a named mode without vLLM is an error."""
+def vllm_mode(recipe: Recipe, use_cpu: bool) -> str | None:
+    """GRPO's generation engine (grpo.vllm): None = transformers generate; "colocate"/"server" = trl's vLLM modes.
+    auto picks colocate on GPUs when vLLM is installed (as eval's backend does); a named mode without vLLM is an
+    error."""
     import importlib.util
 
+    choice = recipe.grpo.vllm
     installed = importlib.util.find_spec("vllm") is not None
     if choice == "off" or (choice == "auto" and (use_cpu or not installed)):
         return None
     if not installed or use_cpu:
         from tailor.errors import TailorError
-
         from tailor.recipe import origin
 
         raise TailorError(f"{origin(recipe, 'grpo.vllm')}: grpo.vllm: {choice} needs vLLM on a GPU machine ("

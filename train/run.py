@@ -19,11 +19,14 @@ from tailor.cli import recipe_parser, run_cli
 from tailor.errors import TailorError
 from tailor.runs import RunPaths, atomic_dir, read_json, run_paths, update_record
 from tailor.schema import Recipe
+from train.trainers import COLUMNS
 
-def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list | None = None
-                  ) -> tuple[Any, Any, dict[str, Any]]:
+
+def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list | None = None,
+                  init_adapter: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """Everything up to training: (trainer, tokenizer, data manifest with the chosen `precision` record and the
-    `init_adapter` record added)."""
+    `init_adapter` record added). `init_adapter`: the starting adapter's record when the caller has checked it
+    already (`train.init_adapter.init_adapter_record`), else it is checked here."""
     import torch
     from datasets import load_dataset
     from transformers import set_seed
@@ -34,18 +37,17 @@ def build_trainer(recipe: Recipe, grad_accum: int | None = None, callbacks: list
     from train import lm_head
     from train.config import lora_config, trainer_config
     from train.init_adapter import init_adapter_record, load_adapter
-    from train.trainers import COLUMNS, trainer_class
+    from train.trainers import trainer_class
 
     method = recipe.training.method
     paths = run_paths(recipe)
     lm_head.apply(recipe.training.compact_lm_head)
     manifest = check_prepared_data(recipe, paths)
-    init = init_adapter_record(recipe)
+    init = init_adapter if init_adapter is not None else init_adapter_record(recipe)
     method_args: dict[str, Any] = {}
-    if method == "grpo":
-        from train.rewards import check_rewards, reward_functions
+    if method == "grpo":  # imports project rewards before any model loads; errors name the recipe line
+        from train.rewards import reward_functions
 
-        check_rewards(recipe)
         method_args["reward_funcs"] = reward_functions(recipe)[0]
     # under `python -m train` the launcher has already warned about a forced precision: say it once
     precision = resolve_precision(recipe.training.mixed_precision, warn=not os.environ.get("TAILOR_LAUNCHER"))
@@ -88,8 +90,6 @@ def _without_leading_bos(dataset: Any, tokenizer: Any) -> Any:
 def _eval_slice(recipe: Recipe, paths: RunPaths) -> Any:
     """The fixed rows scored every training.eval_steps: the first eval_rows of the recipe's first eval set."""
     from datasets import load_dataset
-
-    from train.trainers import COLUMNS
 
     name = recipe.data.set_names()[0]
     dataset = load_dataset("parquet", data_files=str(paths.eval_set_data(name)), split="train")
@@ -141,7 +141,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
     stop = PreemptionStop(launch_dir / "STOP", heartbeat)
     marker = CheckpointMarker(lambda step: checkpoints.marker_info(recipe, data_hash, world, grad_accum, step, init))
     callbacks = [heartbeat, stop, marker]  # heartbeat first: its step-end beat precedes the sync
-    trainer, tokenizer, manifest = build_trainer(recipe, grad_accum=grad_accum, callbacks=callbacks)
+    trainer, tokenizer, manifest = build_trainer(recipe, grad_accum=grad_accum, callbacks=callbacks,
+                                                 init_adapter=init)
     precision = manifest["precision"]
     if state.is_main_process:
         print(f"train: precision {precision['name']} ({precision['reason']})", flush=True)
